@@ -1,0 +1,101 @@
+"""`Detector` and `detect()`: the interface other programs call."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from detector.centernet_decode import decode
+from detector.detection import Detection
+from detector.images import letterbox, load_grey
+from detector.model_file import ModelMetadata
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = REPO_ROOT / "resources" / "models" / "centernet_neu_scratch_pit.pth"
+MODEL_ENV_VAR = "INSPECTION_MODEL"  # lets a plant point every tool at its own model
+
+
+def default_model_path() -> Path:
+    return Path(os.environ.get(MODEL_ENV_VAR) or DEFAULT_MODEL)
+
+
+class Detector:
+    """Finds scratches and pits in a picture.
+
+    >>> det = Detector()                      # the shipped model
+    >>> det.detect("part.png")                # -> [Detection(label, score, box), ...]
+    """
+
+    def __init__(self, model_path: str | Path | None = None, device: str = "auto"):
+        from detector.backends import open_backend
+
+        self.model_path = Path(model_path) if model_path is not None else default_model_path()
+        self._backend = open_backend(self.model_path, device)
+        meta = self._backend.metadata
+        self._mean = np.asarray(meta.mean, np.float32).reshape(1, 3, 1, 1)
+        self._inv_std = (1.0 / np.asarray(meta.std, np.float32)).reshape(1, 3, 1, 1)
+
+    @property
+    def metadata(self) -> ModelMetadata:
+        """Class names, colours, input size, default threshold, training summary."""
+        return self._backend.metadata
+
+    @property
+    def model_id(self) -> str:
+        """Short, stable identity of the loaded weights (for inspection logs)."""
+        return f"{self.metadata.name}@{self._backend.sha256[:12]}"
+
+    @property
+    def device(self) -> str:
+        return self._backend.device
+
+    def detect(self, image: np.ndarray | str | Path, threshold: float | None = None) -> list[Detection]:
+        """Detections with score >= threshold (default: the model's), best first."""
+        return self.detect_batch([image], threshold)[0]
+
+    def detect_batch(
+        self, images: Sequence[np.ndarray | str | Path], threshold: float | None = None
+    ) -> list[list[Detection]]:
+        threshold = self.metadata.default_threshold if threshold is None else float(threshold)
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be within 0..1, got {threshold}")
+        if len(images) == 0:
+            return []
+        size = self.metadata.input_size
+        greys = [load_grey(img) for img in images]
+        boxes_scale, canvases = [], []
+        for grey in greys:
+            canvas, sx, sy = letterbox(grey, size)
+            canvases.append(canvas)
+            boxes_scale.append((sx, sy))
+        batch = np.repeat(np.stack(canvases)[:, None].astype(np.float32), 3, axis=1)
+        batch = (batch - self._mean) * self._inv_std
+        heat, wh, offset = self._backend.forward(batch)
+        return [
+            decode(
+                heat[i], wh[i], offset[i],
+                input_size=size,
+                scale=boxes_scale[i],
+                image_size=(grey.shape[1], grey.shape[0]),
+                class_names=self.metadata.class_names,
+                threshold=threshold,
+            )
+            for i, grey in enumerate(greys)
+        ]
+
+
+_default: Detector | None = None
+_default_lock = threading.Lock()
+
+
+def detect(image: np.ndarray | str | Path, threshold: float | None = None) -> list[Detection]:
+    """`Detector().detect(image)` with one lazily created default detector."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Detector()
+    return _default.detect(image, threshold)

@@ -1,0 +1,124 @@
+"""The station's model file: one `.pth` holding weights plus plain metadata.
+
+Everything in it is tensors, dicts, lists, strings and numbers, so it loads
+with `torch.load(weights_only=True)`: opening a model file never runs code
+from it. The model architecture travels as a plain dict (MMDetection's
+`model` config), not as config source text, for the same reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT_NAME = "metal-inspection-centernet"
+FORMAT_VERSION = 1
+
+# Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
+DEFAULT_COLOURS = {"scratch": "#E69F00", "pit": "#0072B2"}
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    name: str
+    class_names: tuple[str, ...]
+    colours: dict[str, str]  # label -> "#RRGGBB"
+    input_size: int  # square network input in pixels
+    default_threshold: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    created: str = ""
+    training: dict[str, Any] = field(default_factory=dict)  # data, split, time, AP...
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["class_names"] = list(self.class_names)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelMetadata:
+        try:
+            return cls(
+                name=str(d["name"]),
+                class_names=tuple(d["class_names"]),
+                colours=dict(d["colours"]),
+                input_size=int(d["input_size"]),
+                default_threshold=float(d["default_threshold"]),
+                mean=tuple(float(v) for v in d["mean"]),
+                std=tuple(float(v) for v in d["std"]),
+                created=str(d.get("created", "")),
+                training=dict(d.get("training", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"model metadata is incomplete or malformed: {exc}") from exc
+
+
+@dataclass
+class ModelFile:
+    metadata: ModelMetadata
+    model_cfg: dict[str, Any]  # MMDetection `model` config as plain data
+    state_dict: dict[str, Any]
+    sha256: str = ""  # of the file it was read from
+
+
+def save_model_file(path: Path, model: ModelFile) -> Path:
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "metadata": model.metadata.to_dict(),
+        "model_cfg": model.model_cfg,
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict.items()},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # never leave a half-written model where the station looks
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_model_file(path: Path) -> ModelFile:
+    """Read and check a model file; clear errors for every way it can be wrong."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model file not found: {path}")
+    if path.suffix.lower() not in (".pth", ".pt"):
+        raise ValueError(f"unknown model format {path.suffix!r} for {path}; expected a .pth model file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise ValueError(
+            f"cannot read model file {path}: corrupt, truncated, or not a plain weights file "
+            f"(full training checkpoints must be converted with `python -m detector export-model`): "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
+        raise ValueError(f"{path} is not a {FORMAT_NAME} model file")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path} has model format version {payload.get('format_version')}; this station reads {FORMAT_VERSION}")
+    if not isinstance(payload.get("model_cfg"), dict) or not isinstance(payload.get("state_dict"), dict):
+        raise ValueError(f"{path} lacks the model architecture or weights")
+    return ModelFile(
+        metadata=ModelMetadata.from_dict(payload.get("metadata") or {}),
+        model_cfg=payload["model_cfg"],
+        state_dict=payload["state_dict"],
+        sha256=file_sha256(path),
+    )

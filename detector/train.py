@@ -1,0 +1,218 @@
+"""`python -m detector train`: fine-tune CenterNet with MMDetection's Runner.
+
+The run leaves MMEngine's usual work dir (logs, checkpoints, best by
+validation AP50) and, at the end, the station's model file plus its model
+card, made from the best checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from detector.configs import config_path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="fine-tune CenterNet on a data set made by `detector dataset`",
+        description=(
+            "Fine-tune MMDetection's CenterNet on a folder written by `python -m detector dataset` "
+            "(train/ and val/ with COCO annotations). Validates every epoch (COCO AP50 per class), keeps "
+            "the best checkpoint, and writes the station's model file and model card from it. "
+            "For several GPUs or machines, start it under torchrun with --launcher pytorch."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--data", required=True, type=Path, help="data set folder from `detector dataset`")
+    p.add_argument("--config", default="centernet_mobilenetv2",
+                   help="config name in detector/configs (centernet_mobilenetv2, centernet_r18) or a path")
+    p.add_argument("--work-dir", required=True, type=Path, help="folder for logs and checkpoints")
+    p.add_argument("--out", type=Path, help="model file to write from the best checkpoint (default WORK_DIR/model.pth)")
+    p.add_argument("--epochs", type=int, help="number of epochs (config default if omitted)")
+    p.add_argument("--batch-size", type=int, help="images per batch per process")
+    p.add_argument("--lr", type=float, help="peak learning rate of AdamW")
+    p.add_argument("--input-size", type=int, help="square network input size in pixels (multiple of 32)")
+    p.add_argument("--max-minutes", type=float, help="stop after the epoch in which this much wall time is used")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in WORK_DIR")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--name", help="model name recorded in the model file (default: config name)")
+    p.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm", "mpi"],
+                   help="distributed launcher; use 'pytorch' under torchrun")
+    p.set_defaults(func=run)
+
+
+def _set_input_size(cfg, size: int) -> None:
+    if size % 32:
+        raise ValueError(f"--input-size must be a multiple of 32, got {size}")
+    cfg.input_size = size
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        for step in loader.dataset.pipeline:
+            if step.type == "Resize":
+                step.scale = (size, size)
+            elif step.type == "Pad":
+                step.size = (size, size)
+
+
+def build_config(args: argparse.Namespace):
+    """The MMEngine config for this run: repo config + command-line overrides."""
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(config_path(args.config)))
+    data_root = args.data.resolve()
+    for split in ("train", "val"):
+        if not (data_root / split / "annotations.json").is_file():
+            raise FileNotFoundError(f"{data_root / split / 'annotations.json'} missing; make the data set with `python -m detector dataset`")
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        loader.dataset.data_root = str(data_root)
+    cfg.val_evaluator.ann_file = str(data_root / "val" / "annotations.json")
+    cfg.test_evaluator = cfg.val_evaluator
+    cfg.work_dir = str(args.work_dir.resolve())
+    if args.input_size:
+        _set_input_size(cfg, args.input_size)
+    if args.epochs:
+        cfg.train_cfg.max_epochs = args.epochs
+        for sched in cfg.param_scheduler:
+            if sched.type == "CosineAnnealingLR":
+                sched.end = args.epochs
+    if args.batch_size:
+        cfg.train_dataloader.batch_size = args.batch_size
+    if args.lr:
+        cfg.optim_wrapper.optimizer.lr = args.lr
+    if args.max_minutes:
+        cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="TimeBudgetHook", minutes=args.max_minutes)]
+    cfg.randomness = dict(seed=args.seed)
+    cfg.launcher = args.launcher
+    cfg.resume = bool(args.resume)
+    if cfg.get("pretrained") and not args.resume:
+        from detector.pretrained import write_mmdet_checkpoint
+
+        cfg.load_from = str(write_mmdet_checkpoint(cfg.pretrained, args.work_dir.resolve() / "pretrained_backbone.pth"))
+    return cfg
+
+
+def allow_mmengine_checkpoints() -> None:
+    """Let torch's weights_only loader read MMEngine's own training checkpoints.
+
+    They pickle a few MMEngine/numpy objects (message hub history, RNG state);
+    this allow-list names exactly those, instead of turning weights_only off.
+    """
+    import numpy as np
+    import torch
+    from mmengine.logging import HistoryBuffer
+
+    torch.serialization.add_safe_globals([
+        HistoryBuffer,
+        np.core.multiarray._reconstruct if hasattr(np, "core") else np._core.multiarray._reconstruct,
+        np.ndarray, np.dtype, type(np.dtype(np.float64)), type(np.dtype(np.int64)), type(np.dtype(np.float32)),
+        np.float64, np.int64, np.float32,
+    ])
+
+
+def best_checkpoint(work_dir: Path) -> Path:
+    best = sorted(work_dir.glob("best_coco_bbox_mAP_50*.pth"), key=os.path.getmtime)
+    if best:
+        return best[-1]
+    last = work_dir / "last_checkpoint"
+    if last.is_file():
+        return Path(last.read_text().strip())
+    raise FileNotFoundError(f"no checkpoint in {work_dir}")
+
+
+def checkpoint_to_model_file(checkpoint: Path, cfg, out: Path, name: str, training: dict) -> Path:
+    """Convert an MMEngine checkpoint into the station's plain model file."""
+    import torch
+
+    from detector.model_file import DEFAULT_COLOURS, ModelFile, ModelMetadata, save_model_file
+
+    allow_mmengine_checkpoints()
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    classes = tuple(cfg.train_dataloader.dataset.metainfo.classes)
+    pre = cfg.model.data_preprocessor
+    meta = ModelMetadata(
+        name=name,
+        class_names=classes,
+        colours={c: DEFAULT_COLOURS.get(c, "#CC79A7") for c in classes},
+        input_size=int(cfg.input_size),
+        default_threshold=0.3,
+        # The station feeds grey replicated to three channels, already in RGB order.
+        mean=tuple(float(v) for v in pre.mean),
+        std=tuple(float(v) for v in pre.std),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        training=training,
+    )
+    model_cfg = cfg.model.to_dict()
+    model_cfg.pop("data_preprocessor", None)  # the station does its own preprocessing
+    if model_cfg.get("backbone", {}).get("init_cfg"):
+        model_cfg["backbone"]["init_cfg"] = None
+    state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("data_preprocessor.")}
+    return save_model_file(out, ModelFile(metadata=meta, model_cfg=model_cfg, state_dict=state))
+
+
+def _read_val_history(work_dir: Path) -> list[dict]:
+    """Per-epoch validation scalars from MMEngine's newest run log."""
+    runs = sorted(work_dir.glob("*/vis_data/scalars.json"), key=os.path.getmtime)
+    history = []
+    for scalars in runs:
+        for line in scalars.read_text().splitlines():
+            row = json.loads(line)
+            if "coco/bbox_mAP_50" in row:
+                history.append(row)
+    return history
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    elif args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but CUDA is not available", file=sys.stderr)
+        return 2
+    try:
+        cfg = build_config(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.resume:
+        allow_mmengine_checkpoints()
+
+    from mmengine.runner import Runner
+
+    runner = Runner.from_cfg(cfg)
+    started = time.monotonic()
+    runner.train()
+    train_seconds = time.monotonic() - started
+    if runner.rank != 0:
+        return 0
+
+    work_dir = Path(cfg.work_dir)
+    ckpt = best_checkpoint(work_dir)
+    summary_path = args.data / "dataset.json"
+    training = {
+        "config": Path(config_path(args.config)).stem,
+        "pretrained": cfg.get("pretrained") or "none (random init)",
+        "epochs_run": int(runner.epoch),
+        "best_checkpoint": ckpt.name,
+        "train_seconds": round(train_seconds, 1),
+        "threads": torch.get_num_threads(),
+        "device": "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu",
+        "batch_size": int(cfg.train_dataloader.batch_size),
+        "lr": float(cfg.optim_wrapper.optimizer.lr),
+        "val_history": _read_val_history(work_dir),
+        "dataset": json.loads(summary_path.read_text()) if summary_path.is_file() else {},
+    }
+    out = args.out or work_dir / "model.pth"
+    checkpoint_to_model_file(ckpt, cfg, out, args.name or training["config"], training)
+    print(f"model file written: {out} (from {ckpt.name}, {train_seconds / 60:.1f} min)")
+    return 0
