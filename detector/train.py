@@ -212,7 +212,50 @@ def run(args: argparse.Namespace) -> int:
         "val_history": _read_val_history(work_dir),
         "dataset": json.loads(summary_path.read_text()) if summary_path.is_file() else {},
     }
+    training["command"] = "python -m detector " + " ".join(getattr(args, "argv", None) or sys.argv[1:])
+    training["hardware"] = _hardware()
     out = args.out or work_dir / "model.pth"
     checkpoint_to_model_file(ckpt, cfg, out, args.name or training["config"], training)
-    print(f"model file written: {out} (from {ckpt.name}, {train_seconds / 60:.1f} min)")
+    validation = validate_model_file(out, args.data / "val")
+    training["validation"] = validation
+    checkpoint_to_model_file(ckpt, cfg, out, args.name or training["config"], training)
+
+    from detector.model_card import write_model_card
+
+    card = write_model_card(out)
+    print(f"model file written: {out} (from {ckpt.name}, {train_seconds / 60:.1f} min); card: {card}")
+    print(f"validation AP50: " + ", ".join(f"{k} {v['ap50']:.3f}" for k, v in validation["classes"].items())
+          + f"; mAP50 {validation['map50']:.3f}")
     return 0
+
+
+def validate_model_file(model_path: Path, val_dir: Path) -> dict:
+    """Our own AP evaluation (all-point PR area) of a model file on a COCO split."""
+    from detector import Detector
+    from detector.data.coco import load_coco
+    from detector.evaluate import evaluate_model
+
+    detector = Detector(model_path, device="cpu")
+    images = load_coco(val_dir / "annotations.json", val_dir / "images")
+    result = evaluate_model(detector, images, iou_threshold=0.5).to_json()
+    result["iou_threshold"] = 0.5
+    result["n_images"] = len(images)
+    return result
+
+
+def _hardware() -> str:
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores (CPU only)"

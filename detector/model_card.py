@@ -1,0 +1,84 @@
+"""Model cards: a Markdown page beside each model file, made from its metadata.
+
+Everything on the card comes from the model file itself (training summary,
+data set summary, validation results), so card and model cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from detector.model_file import ModelFile, load_model_file
+
+NEU_DET_CITATION = (
+    "K. Song, Y. Yan. A noise robust method based on completed local binary patterns for hot-rolled steel "
+    "strip surface defects. Applied Surface Science 285 (2013) 858-864.\n"
+    "- Y. He, K. Song, Q. Meng, Y. Yan. An end-to-end steel surface defect detection approach via fusing "
+    "multiple hierarchical features. IEEE Trans. Instrum. Meas. 69(4) (2020) 1493-1504."
+)
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def render_model_card(model: ModelFile, model_path: Path) -> str:
+    meta, train = model.metadata, model.metadata.training
+    data = train.get("dataset", {})
+    val = train.get("validation", {})
+    lines = [
+        f"# Model card: {meta.name}",
+        "",
+        f"- File: `{model_path.name}` (sha256 `{model.sha256[:16]}…`, {model_path.stat().st_size / 1e6:.1f} MB)",
+        f"- Created: {meta.created}",
+        "- Architecture: MMDetection CenterNet "
+        f"({model.model_cfg['backbone']['type']} backbone, CTResNetNeck without DCN, CenterNetHead), "
+        f"input {meta.input_size}x{meta.input_size} grey (letterboxed, replicated to 3 channels)",
+        f"- Classes: {', '.join(meta.class_names)}; default threshold {meta.default_threshold}",
+        f"- Pretrained start: {train.get('pretrained', 'n/a')}",
+        f"- Config: `detector/configs/{train.get('config', '?')}.py`",
+        "",
+        "## Training",
+        "",
+        f"- Hardware: {train.get('hardware', train.get('device', 'n/a'))}, {train.get('threads', '?')} torch threads",
+        f"- Time: {train.get('train_seconds', 0) / 60:.1f} min for {train.get('epochs_run', '?')} epochs "
+        f"(batch {train.get('batch_size', '?')}, AdamW lr {train.get('lr', '?')}, cosine decay)",
+        f"- Best checkpoint: {train.get('best_checkpoint', 'n/a')}",
+        f"- Command: `{train.get('command', 'n/a')}`",
+        "",
+        "## Data",
+        "",
+        f"- Source: {data.get('source', 'n/a')}",
+        f"- Split and expansion: {json.dumps({k: v for k, v in data.items() if k != 'source'}, sort_keys=True)}",
+        "- Licence: NEU-DET states no licence; it is published for research use with a request to cite:",
+        f"- {NEU_DET_CITATION}",
+        "",
+        "## Validation (own split, never trained on)",
+        "",
+        f"IoU {val.get('iou_threshold', 0.5)}; AP50 = area under the precision-recall curve (all-point "
+        "interpolation), `difficult` boxes ignored; AP = COCO mAP@[.5:.95].",
+        "",
+        "| class | AP50 | AP@[.5:.95] | GT boxes |",
+        "|---|---|---|---|",
+    ]
+    for name, row in val.get("classes", {}).items():
+        lines.append(f"| {name} | {_fmt(row.get('ap50'))} | {_fmt(row.get('ap'))} | {row.get('n_gt', '?')} |")
+    lines += [
+        f"| **mean** | **{_fmt(val.get('map50'))}** | **{_fmt(val.get('map'))}** | |",
+        "",
+        "## Limits",
+        "",
+        "- Trained on 200x200 hot-rolled steel strip pictures; other surfaces, scales or lighting need "
+        "fine-tuning on the plant's own images (`python -m detector dataset` + `train`).",
+        "- `pit` boxes follow NEU-DET's convention: one box around a cluster of pits, not one per pit.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_model_card(model_path: Path, out: Path | None = None) -> Path:
+    model_path = Path(model_path)
+    out = out or model_path.with_suffix(".md")
+    out.write_text(render_model_card(load_model_file(model_path), model_path), encoding="utf-8")
+    return out

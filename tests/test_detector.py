@@ -1,0 +1,179 @@
+"""The `detect()` interface with the shipped model: real pictures, real weights."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from detector import Detection, Detector, detect
+from detector.api import DEFAULT_MODEL
+
+
+@pytest.fixture(scope="module")
+def detector() -> Detector:
+    return Detector(device="cpu")
+
+
+def test_default_model_loads_with_metadata(detector):
+    meta = detector.metadata
+    assert detector.model_path == DEFAULT_MODEL
+    assert meta.class_names == ("scratch", "pit")
+    assert set(meta.colours) == {"scratch", "pit"} and meta.colours["scratch"] != meta.colours["pit"]
+    assert meta.input_size % 32 == 0
+    assert 0 < meta.default_threshold < 1
+    assert meta.training["dataset"]["source"], "training data summary travels with the model"
+    assert detector.model_id.startswith(meta.name + "@")
+
+
+def test_detections_are_sorted_typed_and_inside_the_image(detector, scratch_image):
+    image, _ = scratch_image
+    dets = detector.detect(image, threshold=0.01)
+    assert dets, "a low threshold must return the model's strongest peaks"
+    assert all(isinstance(d, Detection) and d.label in ("scratch", "pit") for d in dets)
+    scores = [d.score for d in dets]
+    assert scores == sorted(scores, reverse=True)
+    for d in dets:
+        x1, y1, x2, y2 = d.box
+        assert 0 <= x1 < x2 <= 200 and 0 <= y1 < y2 <= 200
+
+
+def test_threshold_filters(detector, scratch_image):
+    image, _ = scratch_image
+    low = detector.detect(image, threshold=0.01)
+    cut = low[len(low) // 2].score
+    high = detector.detect(image, threshold=cut)
+    assert [d for d in low if d.score >= cut] == high
+
+
+def test_input_forms_agree(detector, scratch_image, tmp_path):
+    grey, _ = scratch_image
+    bgr = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    bgra = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGRA)
+    grey16 = grey.astype(np.uint16) * 257  # full-scale 16-bit of the same picture
+    path = tmp_path / "part.png"
+    cv2.imwrite(str(path), grey)
+    reference = detector.detect(grey, threshold=0.05)
+    for variant in (bgr, bgra, grey[:, :, None], grey16, str(path), path):
+        assert detector.detect(variant, threshold=0.05) == reference
+
+
+def test_batch_equals_single(detector, scratch_image):
+    image, _ = scratch_image
+    other = np.ascontiguousarray(np.flipud(image))
+    batch = detector.detect_batch([image, other], threshold=0.05)
+    assert batch == [detector.detect(image, threshold=0.05), detector.detect(other, threshold=0.05)]
+    assert detector.detect_batch([]) == []
+
+
+def test_boxes_map_back_through_the_resize(detector, scratch_image):
+    """The same picture at twice the size gives the same boxes, twice as large."""
+    image, _ = scratch_image
+    big = cv2.resize(image, (400, 400), interpolation=cv2.INTER_LINEAR)
+    small_top = detector.detect(image, threshold=0.01)[0]
+    big_top = detector.detect(big, threshold=0.01)[0]
+    assert big_top.label == small_top.label
+    assert np.allclose(np.array(big_top.box) / 2, small_top.box, atol=4)
+
+
+def test_non_square_picture_boxes_stay_inside(detector, scratch_image):
+    image, _ = scratch_image
+    wide = np.hstack([image, image, image])  # 600x200
+    for d in detector.detect(wide, threshold=0.01):
+        assert 0 <= d.box[0] < d.box[2] <= 600 and 0 <= d.box[1] < d.box[3] <= 200
+
+
+def test_module_level_detect_uses_default_model(scratch_image):
+    image, _ = scratch_image
+    assert detect(image, threshold=0.05) == Detector(device="cpu").detect(image, threshold=0.05)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (np.zeros((0, 10), np.uint8), "empty"),
+        (np.zeros((10, 10, 2), np.uint8), "channels"),
+        (np.zeros((10, 10), np.int32), "dtype"),
+        (np.full((10, 10), np.nan, np.float32), "NaN"),
+        (np.zeros((2, 2, 2, 2), np.uint8), "shape"),
+        ("not-an-array", "not found"),
+    ],
+)
+def test_bad_arrays_raise_clear_errors(detector, bad, message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        detector.detect(bad)
+
+
+def test_bad_files_raise_clear_errors(detector, tmp_path, scratch_image):
+    image, _ = scratch_image
+    with pytest.raises(FileNotFoundError, match="not found"):
+        detector.detect(tmp_path / "missing.png")
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"this is not a picture")
+    with pytest.raises(ValueError, match="cannot decode"):
+        detector.detect(junk)
+    ok, jpg = cv2.imencode(".jpg", image)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(jpg.tobytes()[: len(jpg) // 2])
+    with pytest.raises(ValueError, match="truncated|cannot decode"):
+        detector.detect(cut)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty"):
+        detector.detect(empty)
+    with pytest.raises(ValueError, match="threshold"):
+        detector.detect(image, threshold=1.5)
+
+
+def test_bad_model_files_raise_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model file not found"):
+        Detector(tmp_path / "nope.pth")
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(DEFAULT_MODEL.read_bytes()[:5000])
+    with pytest.raises(ValueError, match="cannot read model file"):
+        Detector(corrupt)
+    unknown = tmp_path / "model.tflite"
+    unknown.write_bytes(b"\0" * 100)
+    with pytest.raises(ValueError, match="unknown model format"):
+        Detector(unknown)
+    import torch
+
+    foreign = tmp_path / "foreign.pth"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
+    with pytest.raises(ValueError, match="not a metal-inspection-centernet model file"):
+        Detector(foreign)
+
+
+def test_numpy_decoding_matches_mmdetection(detector, scratch_image):
+    """Our shared numpy decoder gives MMDetection's own CenterNet predictions."""
+    import torch
+    from mmdet.structures import DetDataSample
+
+    image, _ = scratch_image
+    size = detector.metadata.input_size
+    ours = detector.detect(image, threshold=0.05)
+
+    from detector.images import letterbox
+
+    canvas, sx, sy = letterbox(image, size)
+    x = np.repeat(canvas[None, None].astype(np.float32), 3, axis=1)
+    x = (x - np.array(detector.metadata.mean, np.float32).reshape(1, 3, 1, 1)) / np.array(
+        detector.metadata.std, np.float32
+    ).reshape(1, 3, 1, 1)
+    sample = DetDataSample(metainfo=dict(
+        batch_input_shape=(size, size), img_shape=(size, size), border=(0, 0, 0, 0), scale_factor=(sx, sy),
+    ))
+    model = detector._backend.model
+    with torch.inference_mode():
+        (result,) = model.predict(torch.from_numpy(x), [sample], rescale=True)
+    pred = result.pred_instances
+    keep = pred.scores >= 0.05
+    theirs = [
+        (model.bbox_head.num_classes and detector.metadata.class_names[int(lbl)], float(s), np.clip(b.numpy(), 0, 200))
+        for b, s, lbl in zip(pred.bboxes[keep], pred.scores[keep], pred.labels[keep])
+    ]
+    assert len(theirs) == len(ours)
+    for d, (label, score, box) in zip(ours, theirs):
+        assert d.label == label
+        assert abs(d.score - score) < 1e-5
+        assert np.allclose(d.box, box, atol=1e-3)
