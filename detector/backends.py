@@ -31,6 +31,8 @@ def build_mmdet_model(model_cfg: dict):
     from mmdet.utils import register_all_modules
 
     register_all_modules(init_default_scope=True)
+    import detector.mm_modules  # noqa: F401  (registers the station's own model parts)
+
     return MODELS.build(model_cfg)
 
 

@@ -46,3 +46,24 @@ class TimeBudgetHook(Hook):
         if elapsed >= self.seconds:
             runner.logger.info(f"time budget of {self.seconds / 60:.1f} min used up after epoch {runner.epoch}; stopping")
             runner.train_loop.stop_training = True
+
+
+from mmdet.models.backbones import MobileNetV2  # noqa: E402
+from mmdet.registry import MODELS  # noqa: E402
+
+
+@MODELS.register_module()
+class MobileNetV2Trunk(MobileNetV2):
+    """MMDetection's MobileNetV2 without the stages after its last output.
+
+    CenterNet reads only layer7 (stride 32, 320 channels); the stock backbone
+    still runs its 1280-channel conv2, whose unused weights also break
+    distributed training (parameters without gradients).
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        last = max(self.out_indices)
+        for name in self.layers[last + 1:]:
+            delattr(self, name)
+        self.layers = self.layers[: last + 1]

@@ -49,8 +49,11 @@ def render_model_card(model: ModelFile, model_path: Path) -> str:
         "",
         "## Data",
         "",
-        f"- Source: {data.get('source', 'n/a')}",
-        f"- Split and expansion: {json.dumps({k: v for k, v in data.items() if k != 'source'}, sort_keys=True)}",
+        *[f"- Source: `{s['path']}` ({s['format']}, {s['images']} pictures)" for s in data.get("sources", [])],
+        f"- Class map: `{data.get('class_map')}`; split and expansion options: "
+        f"`{json.dumps(data.get('options', {}), sort_keys=True)}`",
+        f"- Counts per split: `{json.dumps(data.get('splits', {}), sort_keys=True)}`",
+        f"- Negatives (no scratch/pit box): `{json.dumps(data.get('negatives', {}), sort_keys=True)}`",
         "- Licence: NEU-DET states no licence; it is published for research use with a request to cite:",
         f"- {NEU_DET_CITATION}",
         "",

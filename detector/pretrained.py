@@ -90,5 +90,7 @@ def write_mmdet_checkpoint(name: str, out_path: Path) -> Path:
     if name != "mobilenet_v2_imagenet":
         raise PretrainedWeightsError(f"unknown pretrained weights {name!r}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": mobilenet_v2_to_mmdet()}, out_path)
+    # conv2 (1280 channels) feeds only ImageNet's classifier; CenterNet's trunk stops before it.
+    state = {k: v for k, v in mobilenet_v2_to_mmdet().items() if not k.startswith("backbone.conv2.")}
+    torch.save({"state_dict": state}, out_path)
     return out_path

@@ -99,21 +99,40 @@ def build_config(args: argparse.Namespace):
     return cfg
 
 
+def _history_buffer_method(obj, name: str):
+    """Stand-in for `getattr` while unpickling MMEngine checkpoints.
+
+    MMEngine pickles each HistoryBuffer's statistics methods as
+    getattr(buffer, "mean") etc.; allowing the real getattr would let a
+    crafted file reach anything, so only those bound methods are served.
+    """
+    from mmengine.logging import HistoryBuffer
+
+    if (obj is HistoryBuffer or isinstance(obj, HistoryBuffer)) and name in ("min", "max", "mean", "current", "sum", "latest"):
+        return getattr(obj, name)
+    raise ValueError(f"checkpoint asks for attribute {name!r} of {type(obj).__name__}; refusing")
+
+
 def allow_mmengine_checkpoints() -> None:
     """Let torch's weights_only loader read MMEngine's own training checkpoints.
 
     They pickle a few MMEngine/numpy objects (message hub history, RNG state);
     this allow-list names exactly those, instead of turning weights_only off.
     """
+    import codecs
+    from collections import OrderedDict
+
     import numpy as np
     import torch
     from mmengine.logging import HistoryBuffer
 
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
     torch.serialization.add_safe_globals([
-        HistoryBuffer,
-        np.core.multiarray._reconstruct if hasattr(np, "core") else np._core.multiarray._reconstruct,
-        np.ndarray, np.dtype, type(np.dtype(np.float64)), type(np.dtype(np.int64)), type(np.dtype(np.float32)),
-        np.float64, np.int64, np.float32,
+        HistoryBuffer, OrderedDict, codecs.encode, np.ndarray, np.dtype,
+        multiarray._reconstruct, multiarray.scalar,
+        *{type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32, np.uint32, np.bool_)},
+        (_history_buffer_method, "__builtin__.getattr"),
+        (_history_buffer_method, "builtins.getattr"),
     ])
 
 

@@ -7,6 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
+from synthetic import steel_texture
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,23 +22,9 @@ def neu_det() -> Path:
     return NEU_DET
 
 
-def steel_texture(size: int = 200, seed: int = 0) -> np.ndarray:
-    """A grey, rolled-steel-like background: smooth noise with horizontal streaks."""
-    rng = np.random.default_rng(seed)
-    noise = rng.normal(128, 18, (size, size)).astype(np.float32)
-    noise = cv2.GaussianBlur(noise, (0, 0), 1.2)
-    streaks = cv2.GaussianBlur(rng.normal(0, 8, (size, 1)).astype(np.float32), (0, 0), 2)
-    return np.clip(noise + streaks, 0, 255).astype(np.uint8)
-
-
-def draw_scratch(image: np.ndarray, x: int, y1: int, y2: int, width: int = 3) -> tuple[int, int, int, int]:
-    """A long thin bright line, the look of a NEU-DET scratch; returns its box."""
-    cv2.line(image, (x, y1), (x + 6, y2), 215, width)
-    return (x - width, y1 - width, x + 6 + width, y2 + width)
-
-
 @pytest.fixture
 def scratch_image() -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    image = steel_texture(200, seed=1)
-    box = draw_scratch(image, 60, 20, 180)
-    return image, box
+    """A 200x200 steel-like picture with one long thin bright scratch, and its box."""
+    image = steel_texture(200, np.random.default_rng(1))
+    cv2.line(image, (60, 20), (66, 180), 215, 3)
+    return image, (57, 17, 69, 183)

@@ -108,7 +108,7 @@ def test_build_dataset_roi_negatives_and_other_formats(voc_source, tmp_path):
     cm = parse_class_map(CLASS_MAP)
     summary = build_dataset([voc_source], tmp_path / "roi", class_map=cm, roi=(8, 8, 48, 48),
                             negatives_fraction=0.0, val_fraction=0.0)
-    assert summary["negatives"] == {"found": 6, "kept": 0}
+    assert summary["negatives"] == {"found": 6, "kept_in_train": 0, "in_val": 0}
     images = load_coco(tmp_path / "roi/train/annotations.json")
     assert len(images) == 10 and all(im.boxes for im in images)
     assert {(im.width, im.height) for im in images} == {(48, 48)}

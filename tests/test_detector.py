@@ -22,7 +22,7 @@ def test_default_model_loads_with_metadata(detector):
     assert set(meta.colours) == {"scratch", "pit"} and meta.colours["scratch"] != meta.colours["pit"]
     assert meta.input_size % 32 == 0
     assert 0 < meta.default_threshold < 1
-    assert meta.training["dataset"]["source"], "training data summary travels with the model"
+    assert meta.training["dataset"]["sources"], "training data summary travels with the model"
     assert detector.model_id.startswith(meta.name + "@")
 
 

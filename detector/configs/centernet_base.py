@@ -19,7 +19,7 @@ model = dict(
         std=[58.395, 57.12, 57.375],
         bgr_to_rgb=True,
     ),
-    backbone=None,  # set by each variant
+    backbone=dict(),  # set by each variant
     neck=dict(
         type="CTResNetNeck",
         in_channels=None,  # channels of the backbone's last output

@@ -5,8 +5,8 @@ _base_ = "./centernet_base.py"
 
 model = dict(
     backbone=dict(
-        type="MobileNetV2",
-        out_indices=(6,),  # layer7: 320 channels at stride 32; skips the 1280-ch conv2
+        type="MobileNetV2Trunk",  # detector/mm_modules.py: MobileNetV2 cut after its last output
+        out_indices=(6,),  # layer7: 320 channels at stride 32
         norm_cfg=dict(type="BN"),
         norm_eval=False,
         init_cfg=None,  # weights come from `pretrained` below via load_from

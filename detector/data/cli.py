@@ -84,8 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="random seed: the same seed gives exactly the same split and copies")
     parser.add_argument("--negatives-fraction", type=float, default=1.0, metavar="F",
-                        help="keep only this share of pictures that have no boxes (after --class-map "
-                             "and --roi); 1 keeps them all")
+                        help="keep only this share of the training pictures that have no boxes (after --class-map "
+                             "and --roi); validation keeps all of them; 1 keeps them all")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a data set already in --out")
     parser.add_argument("--image-format", default=defaults.image_format, choices=("png", "jpg"),

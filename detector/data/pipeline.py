@@ -185,9 +185,11 @@ def build_dataset(
         if roi is not None:
             images = crop_region(images, roi, Path(tmp), min_visible)
         negatives_found = sum(1 for im in images if not im.boxes)
-        images = keep_negatives(images, negatives_fraction, seed)
         groups = duplicate_groups(images)
         train, val = split_train_val(images, val_fraction, seed, groups=groups)
+        # Thin negatives in training only: validation keeps every defect-free
+        # picture, so its false-positive count stays what the line would see.
+        train = keep_negatives(train, negatives_fraction, seed)
         written = {
             "train": expand(train, out_dir / "train/images", expand_variants, seed, params),
             "val": expand(val, out_dir / "val/images", expand_variants if expand_val else 0, seed, params),
@@ -212,7 +214,8 @@ def build_dataset(
             "negatives_fraction": negatives_fraction,
             "min_visible": min_visible,
         },
-        "negatives": {"found": negatives_found, "kept": sum(1 for im in images if not im.boxes)},
+        "negatives": {"found": negatives_found, "kept_in_train": sum(1 for im in train if not im.boxes),
+                      "in_val": sum(1 for im in val if not im.boxes)},
         "duplicate_groups": [sorted(images[i].name for i in g) for g in groups if len(g) > 1],
         "source_images": {"train": len(train), "val": len(val)},
         "splits": {split: split_counts(written[split], classes) for split in SPLITS},

@@ -1,0 +1,52 @@
+"""Small labelled steel-like pictures the tests generate themselves (VOC layout)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from detector.data.annotations import AnnotatedImage, Box
+from detector.data.voc import write_voc_xml
+
+
+def steel_texture(size: int, rng: np.random.Generator) -> np.ndarray:
+    noise = cv2.GaussianBlur(rng.normal(128, 18, (size, size)).astype(np.float32), (0, 0), 1.2)
+    streaks = cv2.GaussianBlur(rng.normal(0, 8, (size, 1)).astype(np.float32), (0, 0), 2)
+    return np.clip(noise + streaks, 0, 255).astype(np.uint8)
+
+
+def add_scratch(image: np.ndarray, rng: np.random.Generator) -> Box:
+    size = image.shape[0]
+    x = int(rng.integers(size // 8, size * 7 // 8))
+    y1, y2 = int(rng.integers(2, size // 4)), int(rng.integers(size * 3 // 4, size - 2))
+    dx = int(rng.integers(-size // 20, size // 20 + 1))
+    width = max(2, size // 60)
+    cv2.line(image, (x, y1), (x + dx, y2), 215, width)
+    return Box("scratches", min(x, x + dx) - width, y1 - width, max(x, x + dx) + width, y2 + width)
+
+
+def add_pits(image: np.ndarray, rng: np.random.Generator) -> Box:
+    size = image.shape[0]
+    cx, cy = (int(v) for v in rng.integers(size // 4, size * 3 // 4, 2))
+    r = size // 8
+    for _ in range(12):
+        px, py = cx + int(rng.integers(-r, r)), cy + int(rng.integers(-r, r))
+        cv2.circle(image, (px, py), max(1, size // 70), 40, -1)
+    return Box("pitted_surface", cx - r - 3, cy - r - 3, cx + r + 3, cy + r + 3)
+
+
+def make_voc_dataset(root: Path, n_images: int = 12, size: int = 128, seed: int = 0) -> Path:
+    """Write n pictures (scratch, pits, or nothing, in turn) as images/ + annotations/."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    for i in range(n_images):
+        image = steel_texture(size, rng)
+        kind = ("scratches", "pitted_surface", "clean")[i % 3]
+        boxes = [add_scratch(image, rng)] if kind == "scratches" else [add_pits(image, rng)] if kind == "pitted_surface" else []
+        path = root / "images" / f"{kind}_{i}.jpg"
+        cv2.imwrite(str(path), image)
+        write_voc_xml(AnnotatedImage(path, size, size, boxes), root / "annotations" / f"{kind}_{i}.xml")
+    return root

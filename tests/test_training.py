@@ -1,0 +1,70 @@
+"""Training through the real CLI on generated pictures (the CPU path CI can run)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from detector import Detector
+from detector.cli import main
+from detector.model_file import load_model_file
+from synthetic import make_voc_dataset
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    make_voc_dataset(root / "src", n_images=12, size=128)
+    assert main(["dataset", "--source", str(root / "src"), "--out", str(root / "data"),
+                 "--class-map", "scratches=scratch,pitted_surface=pit", "--val-fraction", "0.34"]) == 0
+    args = ["train", "--data", str(root / "data"), "--work-dir", str(root / "work"), "--input-size", "128",
+            "--batch-size", "4", "--threads", "2", "--device", "cpu"]
+    assert main([*args, "--epochs", "1"]) == 0
+    return root, args
+
+
+def test_training_writes_a_loadable_model_file_and_card(trained):
+    root, _ = trained
+    model_path = root / "work" / "model.pth"
+    # The station's model file is plain data: it must open with weights_only=True.
+    payload = torch.load(model_path, map_location="cpu", weights_only=True)
+    assert payload["format"] == "metal-inspection-centernet"
+    meta = load_model_file(model_path).metadata
+    assert meta.class_names == ("scratch", "pit") and meta.input_size == 128
+    assert meta.training["pretrained"] == "mobilenet_v2_imagenet"
+    assert meta.training["dataset"]["splits"]["train"]["images"] == 9  # 12 generated, a third held out
+    assert set(meta.training["validation"]["classes"]) == {"scratch", "pit"}
+    card = (root / "work" / "model.md").read_text()
+    assert "Validation" in card and "| scratch |" in card and "Song" in card
+    det = Detector(model_path, device="cpu")
+    dets = det.detect(root / "src" / "images" / "scratches_0.jpg", threshold=0.0)
+    assert len(dets) == 100  # top-k peaks at threshold 0: the whole decoder ran
+
+
+def test_validation_runs_every_epoch_and_resume_continues(trained):
+    root, args = trained
+    assert main([*args, "--epochs", "2", "--resume"]) == 0
+    scalars = sorted((root / "work").glob("*/vis_data/scalars.json"))
+    val_rows = [json.loads(line) for s in scalars for line in s.read_text().splitlines() if "coco/bbox_mAP_50" in line]
+    assert [row["step"] for row in val_rows] == [1, 2]  # epoch 2 resumed from epoch 1's checkpoint
+    meta = load_model_file(root / "work" / "model.pth").metadata
+    assert meta.training["epochs_run"] == 2
+
+
+def test_checkpoint_allow_list_refuses_other_attributes():
+    from mmengine.logging import HistoryBuffer
+
+    from detector.train import _history_buffer_method
+
+    assert _history_buffer_method(HistoryBuffer, "mean") is HistoryBuffer.mean
+    with pytest.raises(ValueError, match="refusing"):
+        _history_buffer_method(HistoryBuffer, "__init__")
+    with pytest.raises(ValueError, match="refusing"):
+        _history_buffer_method(torch, "load")
+
+
+def test_missing_data_set_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path), "--work-dir", str(tmp_path / "w")]) == 2
+    assert "annotations.json missing" in capsys.readouterr().err
