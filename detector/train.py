@@ -243,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
 
     card = write_model_card(out)
     print(f"model file written: {out} (from {ckpt.name}, {train_seconds / 60:.1f} min); card: {card}")
-    print(f"validation AP50: " + ", ".join(f"{k} {v['ap50']:.3f}" for k, v in validation["classes"].items())
+    print("validation AP50: " + ", ".join(f"{k} {v['ap50']:.3f}" for k, v in validation["classes"].items())
           + f"; mAP50 {validation['map50']:.3f}")
     return 0
 

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+import detector.evaluate as ev
 from detector.data.annotations import AnnotatedImage, Box
 from detector.detection import Detection
 from detector.evaluate import (
@@ -23,7 +24,6 @@ from detector.evaluate import (
     run,
     voc_ap,
 )
-import detector.evaluate as ev
 
 
 def img(name: str, *boxes: Box, w: int = 256, h: int = 256) -> AnnotatedImage:

@@ -1,0 +1,72 @@
+"""The shipped model on the real NEU-DET validation split it never trained on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from detector import Detector
+from detector.cli import main
+from detector.data.coco import load_coco
+from detector.evaluate import evaluate_model
+from synthetic import make_voc_dataset
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Detector:
+    return Detector(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def neu_val(neu_det, tmp_path_factory, shipped):
+    """Rebuild the exact validation split recorded in the model's metadata."""
+    from detector.data.classmap import parse_class_map
+    from detector.data.pipeline import build_dataset
+
+    options = shipped.metadata.training["dataset"]["options"]
+    out = tmp_path_factory.mktemp("neu")
+    # Only the split matters here: no expansion, negatives all kept in val anyway.
+    build_dataset([neu_det], out, class_map=parse_class_map(shipped.metadata.training["dataset"]["class_map"]),
+                  val_fraction=options["val_fraction"], seed=options["seed"],
+                  negatives_fraction=options["negatives_fraction"])
+    return load_coco(out / "val" / "annotations.json", out / "val" / "images")
+
+
+def test_validation_ap_matches_the_model_card(shipped, neu_val):
+    card = shipped.metadata.training["validation"]
+    result = evaluate_model(shipped, neu_val).to_json()
+    assert len(neu_val) == card["n_images"]
+    for name in ("scratch", "pit"):
+        assert result["classes"][name]["ap50"] == pytest.approx(card["classes"][name]["ap50"], abs=0.01)
+    assert result["map50"] == pytest.approx(card["map50"], abs=0.01)
+
+
+def test_top_detection_names_the_defect_on_held_out_pictures(shipped, neu_val):
+    """On validation pictures holding one defect class, the best detection has that class."""
+    single = [im for im in neu_val if len(im.labels()) == 1]
+    assert len(single) >= 90
+    batch = shipped.detect_batch([im.image_path for im in single])
+    right = sum(bool(dets) and dets[0].label in im.labels() for im, dets in zip(single, batch))
+    assert right / len(single) >= 0.85, f"{right}/{len(single)}"
+
+
+def test_defect_free_pictures_mostly_pass(shipped, neu_val):
+    clean = [im for im in neu_val if not im.boxes]
+    flagged = sum(bool(dets) for dets in shipped.detect_batch([im.image_path for im in clean]))
+    assert flagged / len(clean) <= 0.25, f"{flagged}/{len(clean)} defect-free pictures flagged"
+
+
+def test_evaluate_cli_with_the_shipped_model(tmp_path, capsys):
+    make_voc_dataset(tmp_path / "voc", n_images=6, size=200)
+    out = tmp_path / "eval.json"
+    plot = tmp_path / "pr.png"
+    code = main(["evaluate", "--data", str(tmp_path / "voc"), "--class-map", "scratches=scratch,pitted_surface=pit",
+                 "--json", str(out), "--plot", str(plot)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert set(result["classes"]) == {"scratch", "pit"}
+    assert result["classes"]["scratch"]["n_gt"] == 2 and result["classes"]["pit"]["n_gt"] == 2
+    assert 0.0 <= result["map50"] <= 1.0
+    assert plot.stat().st_size > 1000
+    assert "scratch" in capsys.readouterr().out
