@@ -70,7 +70,9 @@ def build_config(args: argparse.Namespace):
     data_root = args.data.resolve()
     for split in ("train", "val"):
         if not (data_root / split / "annotations.json").is_file():
-            raise FileNotFoundError(f"{data_root / split / 'annotations.json'} missing; make the data set with `python -m detector dataset`")
+            raise FileNotFoundError(
+                f"{data_root / split / 'annotations.json'} missing; make the data set with `python -m detector dataset`"
+            )
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
         loader.dataset.data_root = str(data_root)
     cfg.val_evaluator.ann_file = str(data_root / "val" / "annotations.json")
