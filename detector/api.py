@@ -30,11 +30,16 @@ class Detector:
     >>> det.detect("part.png")                # -> [Detection(label, score, box), ...]
     """
 
-    def __init__(self, model_path: str | Path | None = None, device: str = "auto"):
+    def __init__(self, model_path: str | Path | None = None, device: str = "auto", threads: int | None = None):
+        """`model_path`: a .pth model file (MMDetection) or an exported .onnx (ONNX Runtime).
+
+        `threads`: CPU threads for the network (default: the runtime's choice);
+        for .pth models it sets torch's process-wide thread count.
+        """
         from detector.backends import open_backend
 
         self.model_path = Path(model_path) if model_path is not None else default_model_path()
-        self._backend = open_backend(self.model_path, device)
+        self._backend = open_backend(self.model_path, device, threads)
         meta = self._backend.metadata
         self._mean = np.asarray(meta.mean, np.float32).reshape(1, 3, 1, 1)
         self._inv_std = (1.0 / np.asarray(meta.std, np.float32)).reshape(1, 3, 1, 1)

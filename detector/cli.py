@@ -7,17 +7,18 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from detector import evaluate, train
+    from detector import evaluate, export, train
     from detector.data import cli as dataset_cli
 
     parser = argparse.ArgumentParser(
         prog="python -m detector",
-        description="Scratch/pit detector: build data sets, train, evaluate.",
+        description="Scratch/pit detector: build data sets, train, evaluate, export.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     dataset_cli.register(sub)
     train.register(sub)
     evaluate.register(sub)
+    export.register(sub)
     return parser
 
 

@@ -16,6 +16,13 @@ from typing import Any
 FORMAT_NAME = "metal-inspection-centernet"
 FORMAT_VERSION = 1
 
+# The exported ONNX model carries the same metadata as JSON strings in its
+# `metadata_props`, so the .onnx file alone is a complete station model.
+ONNX_FORMAT_NAME = "metal-inspection-centernet-onnx"
+ONNX_FORMAT_VERSION = 1
+ONNX_INPUT = "input"
+ONNX_OUTPUTS = ("heatmap", "wh", "offset")
+
 # Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
 DEFAULT_COLOURS = {"scratch": "#E69F00", "pit": "#0072B2"}
 
@@ -122,3 +129,41 @@ def load_model_file(path: Path) -> ModelFile:
         state_dict=payload["state_dict"],
         sha256=file_sha256(path),
     )
+
+
+def onnx_metadata_props(metadata: ModelMetadata, source_sha256: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The key/value strings an exported ONNX model carries (see `metadata_from_onnx_props`)."""
+    import json
+
+    props = {
+        "format": ONNX_FORMAT_NAME,
+        "format_version": str(ONNX_FORMAT_VERSION),
+        "metadata": json.dumps(metadata.to_dict(), sort_keys=True),
+        "source_sha256": source_sha256,
+        # Plain copies for people looking at the file in a model viewer.
+        "name": metadata.name,
+        "class_names": ",".join(metadata.class_names),
+        "input_size": str(metadata.input_size),
+    }
+    props.update(extra or {})
+    return props
+
+
+def metadata_from_onnx_props(props: dict[str, str], path: Path) -> ModelMetadata:
+    """Read and check the station metadata of an ONNX model; ValueError if absent or wrong."""
+    import json
+
+    if props.get("format") != ONNX_FORMAT_NAME:
+        raise ValueError(
+            f"{path} is not a {ONNX_FORMAT_NAME} model (no station metadata); "
+            "make ONNX models with `python -m detector export`"
+        )
+    if props.get("format_version") != str(ONNX_FORMAT_VERSION):
+        raise ValueError(f"{path} has ONNX model format version {props.get('format_version')}; this station reads {ONNX_FORMAT_VERSION}")
+    try:
+        raw = json.loads(props.get("metadata", ""))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: model metadata is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: model metadata is not a JSON object")
+    return ModelMetadata.from_dict(raw)
