@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,12 +16,23 @@ from detector.images import letterbox, load_grey
 from detector.model_file import ModelMetadata
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = REPO_ROOT / "resources" / "models" / "centernet_neu_scratch_pit.pth"
+DEFAULT_MODEL_NAME = "centernet_neu_scratch_pit"
+# The station runs the ONNX file; the .pth beside it is the same model for the
+# MMDetection stack (training, export, parity checks).
+DEFAULT_MODEL = REPO_ROOT / "resources" / "models" / f"{DEFAULT_MODEL_NAME}.onnx"
+DEFAULT_TORCH_MODEL = DEFAULT_MODEL.with_suffix(".pth")
+# Where a non-editable `pip install .` puts the default model (pyproject data-files).
+INSTALLED_MODEL = Path(sys.prefix) / "share" / "metal-inspection-station" / "models" / f"{DEFAULT_MODEL_NAME}.onnx"
 MODEL_ENV_VAR = "INSPECTION_MODEL"  # lets a plant point every tool at its own model
 
 
 def default_model_path() -> Path:
-    return Path(os.environ.get(MODEL_ENV_VAR) or DEFAULT_MODEL)
+    if os.environ.get(MODEL_ENV_VAR):
+        return Path(os.environ[MODEL_ENV_VAR])
+    for candidate in (DEFAULT_MODEL, INSTALLED_MODEL):
+        if candidate.is_file():
+            return candidate
+    return DEFAULT_MODEL  # missing: the error message names the expected place
 
 
 class Detector:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from detector import Detection, Detector, detect
-from detector.api import DEFAULT_MODEL
+from detector.api import DEFAULT_MODEL, DEFAULT_TORCH_MODEL
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_bad_model_files_raise_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="model file not found"):
         Detector(tmp_path / "nope.pth")
     corrupt = tmp_path / "corrupt.pth"
-    corrupt.write_bytes(DEFAULT_MODEL.read_bytes()[:5000])
+    corrupt.write_bytes(DEFAULT_TORCH_MODEL.read_bytes()[:5000])
     with pytest.raises(ValueError, match="cannot read model file"):
         Detector(corrupt)
     unknown = tmp_path / "model.tflite"
@@ -144,11 +144,12 @@ def test_bad_model_files_raise_clear_errors(tmp_path):
         Detector(foreign)
 
 
-def test_numpy_decoding_matches_mmdetection(detector, scratch_image):
+def test_numpy_decoding_matches_mmdetection(scratch_image):
     """Our shared numpy decoder gives MMDetection's own CenterNet predictions."""
     import torch
     from mmdet.structures import DetDataSample
 
+    detector = Detector(DEFAULT_TORCH_MODEL, device="cpu")
     image, _ = scratch_image
     size = detector.metadata.input_size
     ours = detector.detect(image, threshold=0.05)

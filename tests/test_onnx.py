@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from detector import Detection, Detector
-from detector.api import DEFAULT_MODEL
+from detector.api import DEFAULT_MODEL, DEFAULT_TORCH_MODEL
 from detector.model_file import ONNX_FORMAT_NAME, ModelMetadata, file_sha256
+from detector.model_file import file_sha256 as sha256_of
 from synthetic import add_pits, add_scratch, steel_texture
 
 REPO = Path(__file__).resolve().parents[1]
@@ -260,13 +261,12 @@ def test_parity_helper_catches_disagreement():
 
 
 @pytest.mark.neu
-def test_parity_on_neu_det_with_shipped_model(neu_det, tmp_path_factory):
-    if not DEFAULT_MODEL.is_file():
-        pytest.skip(f"shipped model not found at {DEFAULT_MODEL}")
-    from detector.export import export_onnx
-
-    onnx_path = export_onnx(DEFAULT_MODEL, tmp_path_factory.mktemp("shipped") / "shipped.onnx").path
-    dets = (Detector(DEFAULT_MODEL, device="cpu"), Detector(onnx_path, device="cpu"))
+def test_parity_on_neu_det_with_shipped_model(neu_det):
+    """The shipped .onnx (the station's default) agrees with the shipped .pth it came from."""
+    if not (DEFAULT_MODEL.is_file() and DEFAULT_TORCH_MODEL.is_file()):
+        pytest.skip(f"shipped models not found beside {DEFAULT_MODEL}")
+    dets = (Detector(DEFAULT_TORCH_MODEL, device="cpu"), Detector(DEFAULT_MODEL, device="cpu"))
+    assert dets[1]._backend.source_sha256 == sha256_of(DEFAULT_TORCH_MODEL), "the .onnx was exported from this .pth"
     files = sorted((neu_det / "images").glob("*.jpg"))
     counted = 0
     for path in files[:: max(1, len(files) // 30)]:  # ~30 pictures over all six NEU classes
