@@ -35,6 +35,27 @@ def default_model_path() -> Path:
     return DEFAULT_MODEL  # missing: the error message names the expected place
 
 
+def normalised_batch(
+    greys: Sequence[np.ndarray], metadata: ModelMetadata
+) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Grey uint8 pictures as the network input, and each one's (x, y) resize scale.
+
+    Letterboxed to the input size, repeated to three channels, normalised with
+    the model's mean/std: float32 (N, 3, S, S). The one definition of the
+    preprocessing, shared by `Detector` and int8 calibration (`detector.quantize`).
+    """
+    size = metadata.input_size
+    canvases, scales = [], []
+    for grey in greys:
+        canvas, sx, sy = letterbox(grey, size)
+        canvases.append(canvas)
+        scales.append((sx, sy))
+    mean = np.asarray(metadata.mean, np.float32).reshape(1, 3, 1, 1)
+    inv_std = (1.0 / np.asarray(metadata.std, np.float32)).reshape(1, 3, 1, 1)
+    batch = np.repeat(np.stack(canvases)[:, None].astype(np.float32), 3, axis=1)
+    return (batch - mean) * inv_std, scales
+
+
 class Detector:
     """Finds scratches and pits in a picture.
 
@@ -52,9 +73,6 @@ class Detector:
 
         self.model_path = Path(model_path) if model_path is not None else default_model_path()
         self._backend = open_backend(self.model_path, device, threads)
-        meta = self._backend.metadata
-        self._mean = np.asarray(meta.mean, np.float32).reshape(1, 3, 1, 1)
-        self._inv_std = (1.0 / np.asarray(meta.std, np.float32)).reshape(1, 3, 1, 1)
 
     @property
     def metadata(self) -> ModelMetadata:
@@ -84,13 +102,7 @@ class Detector:
             return []
         size = self.metadata.input_size
         greys = [load_grey(img) for img in images]
-        boxes_scale, canvases = [], []
-        for grey in greys:
-            canvas, sx, sy = letterbox(grey, size)
-            canvases.append(canvas)
-            boxes_scale.append((sx, sy))
-        batch = np.repeat(np.stack(canvases)[:, None].astype(np.float32), 3, axis=1)
-        batch = (batch - self._mean) * self._inv_std
+        batch, boxes_scale = normalised_batch(greys, self.metadata)
         heat, wh, offset = self._backend.forward(batch)
         return [
             decode(

@@ -7,7 +7,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from detector import evaluate, export, train
+    from detector import evaluate, export, quantize, train
     from detector.data import cli as dataset_cli
 
     parser = argparse.ArgumentParser(
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.register(sub)
     evaluate.register(sub)
     export.register(sub)
+    quantize.register(sub)
     return parser
 
 

@@ -43,6 +43,9 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in WORK_DIR")
+    p.add_argument("--init-from", type=Path, metavar="MODEL.pth",
+                   help="start from a station model file (e.g. the shipped one) instead of ImageNet weights: "
+                        "fine-tuning on a plant's own pictures")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--name", help="model name recorded in the model file (default: config name)")
     p.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm", "mpi"],
@@ -94,11 +97,25 @@ def build_config(args: argparse.Namespace):
     cfg.randomness = dict(seed=args.seed)
     cfg.launcher = args.launcher
     cfg.resume = bool(args.resume)
-    if cfg.get("pretrained") and not args.resume:
+    if args.init_from and not args.resume:
+        cfg.load_from = str(_model_file_as_checkpoint(args.init_from, args.work_dir.resolve() / "init_weights.pth"))
+        cfg.pretrained = f"model file {args.init_from.name}"
+    elif cfg.get("pretrained") and not args.resume:
         from detector.pretrained import write_mmdet_checkpoint
 
         cfg.load_from = str(write_mmdet_checkpoint(cfg.pretrained, args.work_dir.resolve() / "pretrained_backbone.pth"))
     return cfg
+
+
+def _model_file_as_checkpoint(model_path: Path, out: Path) -> Path:
+    """A station model file's weights in the form MMEngine's `load_from` reads."""
+    import torch
+
+    from detector.model_file import load_model_file
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": load_model_file(model_path).state_dict}, out)
+    return out
 
 
 def _history_buffer_method(obj, name: str):

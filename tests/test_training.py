@@ -68,3 +68,20 @@ def test_checkpoint_allow_list_refuses_other_attributes():
 def test_missing_data_set_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path), "--work-dir", str(tmp_path / "w")]) == 2
     assert "annotations.json missing" in capsys.readouterr().err
+
+
+def test_fine_tune_from_a_station_model_file(trained):
+    root, args = trained
+    start = root / "work" / "model.pth"
+    out = root / "tuned.pth"
+    args = [a if a != str(root / "work") else str(root / "tuned_work") for a in args]
+    assert main([*args, "--epochs", "1", "--init-from", str(start), "--out", str(out)]) == 0
+    meta = load_model_file(out).metadata
+    assert meta.training["pretrained"] == "model file model.pth"
+    # MMEngine loaded exactly the start model's weights (not ImageNet's) before training.
+    init = torch.load(root / "tuned_work" / "init_weights.pth", weights_only=True)["state_dict"]
+    start_state = load_model_file(start).state_dict
+    assert init.keys() == start_state.keys()
+    assert all(torch.equal(init[k], start_state[k]) for k in init)
+    run_log = next((root / "tuned_work").glob("*/*.log")).read_text()
+    assert "Load checkpoint from" in run_log and "init_weights.pth" in run_log
