@@ -32,24 +32,21 @@ def time_detect(det, image, runs: int, warmup: int = 3) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, help="model file (default: the shipped model)")
+    parser.add_argument("--model", type=Path, help="model file, .onnx or .pth (default: the shipped .onnx)")
     parser.add_argument("--runs", type=int, default=30, help="timed runs after warm-up (>= 20)")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, help="CPU threads for the network (default: the runtime's choice)")
     args = parser.parse_args()
-
-    import torch
 
     from detector import Detector
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    det = Detector(args.model, device="cpu")
+    det = Detector(args.model, device="cpu", threads=args.threads)
     load_ms = (time.perf_counter() - t0) * 1000
     size = det.metadata.input_size
     rng = np.random.default_rng(0)
     synthetic = rng.integers(60, 200, (size, size), dtype=np.uint8)
-    print(f"model: {det.model_id}  input {size}x{size}  device {det.device}  torch threads {torch.get_num_threads()}")
+    print(f"model: {det.model_id} ({det.model_path.suffix[1:]} backend)  input {size}x{size}  device {det.device}  "
+          f"threads {args.threads or 'runtime default'}")
     print(f"model load: {load_ms:.0f} ms")
     cases = [(f"generated {size}x{size}", synthetic), ("generated 512x512 region", rng.integers(60, 200, (512, 512), dtype=np.uint8))]
     if NEU_IMAGE.is_file():

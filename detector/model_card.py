@@ -31,6 +31,8 @@ def render_model_card(model: ModelFile, model_path: Path) -> str:
         f"# Model card: {meta.name}",
         "",
         f"- File: `{model_path.name}` (sha256 `{model.sha256[:16]}…`, {model_path.stat().st_size / 1e6:.1f} MB)",
+        *[f"- Same model for the station runtime: `{o.name}` (ONNX, {o.stat().st_size / 1e6:.1f} MB, made by "
+          f"`python -m detector export`)" for o in [model_path.with_suffix(".onnx")] if o.is_file()],
         f"- Created: {meta.created}",
         "- Architecture: MMDetection CenterNet "
         f"({model.model_cfg['backbone']['type']} backbone, CTResNetNeck without DCN, CenterNetHead), "
@@ -42,9 +44,12 @@ def render_model_card(model: ModelFile, model_path: Path) -> str:
         "## Training",
         "",
         f"- Hardware: {train.get('hardware', train.get('device', 'n/a'))}, {train.get('threads', '?')} torch threads",
-        f"- Time: {train.get('train_seconds', 0) / 60:.1f} min for {train.get('epochs_run', '?')} epochs "
+        f"- Time: {train.get('train_seconds', 0) / 60:.1f} min for {train.get('epochs_run', '?')} of "
+        f"{train.get('epochs_planned', '?')} planned epochs (time budget {train.get('time_budget_minutes') or 'none'} min) "
         f"(batch {train.get('batch_size', '?')}, AdamW lr {train.get('lr', '?')}, cosine decay)",
-        f"- Best checkpoint: {train.get('best_checkpoint', 'n/a')}",
+        f"- Best checkpoint (by validation AP50): {train.get('best_checkpoint', 'n/a')}",
+        "- Validation AP50 per epoch (MMDetection's COCO metric): "
+        + ", ".join(f"{row.get('step')}: {row.get('coco/bbox_mAP_50', 0):.3f}" for row in train.get("val_history", [])),
         f"- Command: `{train.get('command', 'n/a')}`",
         "",
         "## Data",

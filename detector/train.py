@@ -241,6 +241,8 @@ def run(args: argparse.Namespace) -> int:
         "config": Path(config_path(args.config)).stem,
         "pretrained": cfg.get("pretrained") or "none (random init)",
         "epochs_run": int(runner.epoch),
+        "epochs_planned": int(cfg.train_cfg.max_epochs),
+        "time_budget_minutes": args.max_minutes,
         "best_checkpoint": ckpt.name,
         "train_seconds": round(train_seconds, 1),
         "threads": torch.get_num_threads(),
