@@ -52,8 +52,8 @@ def main() -> None:
 
     import numpy as np
     import onnxruntime as ort
-
     from bench_backends import cpu_description, time_alternating
+
     from detector import Detector
 
     tmp = tempfile.TemporaryDirectory(prefix="bench-int8-")
