@@ -80,13 +80,15 @@ def main() -> None:
     if not quant:
         print(f"warning: {int8_path.name} carries no quantization info; is it really the int8 model?")
     print(f"cpu: {cpu_description()}, {os.cpu_count()} logical cores, load average {os.getloadavg()[0]:.1f}")
-    print(f"onnxruntime {ort.__version__}: {threads} intra-op thread(s) for every model"
-          + (f"; torch {sys.modules['torch'].__version__} {sys.modules['torch'].get_num_threads()} threads" if "torch" in sys.modules else ""))
+    torch_note = ""
+    if "torch" in sys.modules:
+        torch_note = f"; torch {sys.modules['torch'].__version__} with {sys.modules['torch'].get_num_threads()} thread(s)"
+    print(f"onnxruntime {ort.__version__}: {threads} intra-op thread(s) for every model{torch_note}")
     print(f"model: {meta.name}  input {size}x{size}")
     print(f"  fp32 {args.onnx.name} ({args.onnx.stat().st_size / 1e6:.1f} MB) {dets['fp32'].model_id}")
+    shown = ("format", "activations", "weights", "calibration", "calibration_count", "deconvs_as_convs", "fp32_nodes")
     print(f"  int8 {int8_path.name} ({int8_path.stat().st_size / 1e6:.1f} MB) {dets['int8'].model_id}: "
-          + ", ".join(f"{k} {quant[k]}" for k in ("format", "activations", "weights", "calibration", "calibration_count") if k in quant)
-          + (f", fp32 nodes {quant['fp32_nodes']}" if quant.get("fp32_nodes") else ""))
+          + ", ".join(f"{k} {quant[k]}" for k in shown if k in quant))
     if quant.get("fp32_model_sha256") and quant["fp32_model_sha256"] != dets["fp32"]._backend.sha256:
         print(f"warning: {int8_path.name} was quantized from a different file than {args.onnx.name}")
 
