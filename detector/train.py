@@ -227,10 +227,12 @@ def run(args: argparse.Namespace) -> int:
 
     from mmengine.runner import Runner
 
+    out = args.out or Path(cfg.work_dir) / "model.pth"
+    earlier_seconds = _earlier_training_seconds(out) if args.resume else 0.0
     runner = Runner.from_cfg(cfg)
     started = time.monotonic()
     runner.train()
-    train_seconds = time.monotonic() - started
+    train_seconds = time.monotonic() - started + earlier_seconds
     if runner.rank != 0:
         return 0
 
@@ -254,7 +256,6 @@ def run(args: argparse.Namespace) -> int:
     }
     training["command"] = "python -m detector " + " ".join(getattr(args, "argv", None) or sys.argv[1:])
     training["hardware"] = _hardware()
-    out = args.out or work_dir / "model.pth"
     checkpoint_to_model_file(ckpt, cfg, out, args.name or training["config"], training)
     validation = validate_model_file(out, args.data / "val")
     training["validation"] = validation
@@ -267,6 +268,16 @@ def run(args: argparse.Namespace) -> int:
     print("validation AP50: " + ", ".join(f"{k} {v['ap50']:.3f}" for k, v in validation["classes"].items())
           + f"; mAP50 {validation['map50']:.3f}")
     return 0
+
+
+def _earlier_training_seconds(model_path: Path) -> float:
+    """Training time already spent, as recorded by the run being resumed."""
+    from detector.model_file import load_model_file
+
+    try:
+        return float(load_model_file(model_path).metadata.training.get("train_seconds", 0.0))
+    except (FileNotFoundError, ValueError):
+        return 0.0
 
 
 def validate_model_file(model_path: Path, val_dir: Path) -> dict:
