@@ -65,7 +65,8 @@ def render_model_card(model: ModelFile, model_path: Path) -> str:
         "## Validation (own split, never trained on)",
         "",
         f"IoU {val.get('iou_threshold', 0.5)}; AP50 = area under the precision-recall curve (all-point "
-        "interpolation), `difficult` boxes ignored; AP = COCO mAP@[.5:.95].",
+        "interpolation), `difficult` boxes ignored; AP = COCO mAP@[.5:.95]. The best epoch was picked on this "
+        "same split, so the figures lean slightly optimistic.",
         "",
         "| class | AP50 | AP@[.5:.95] | GT boxes |",
         "|---|---|---|---|",
