@@ -42,8 +42,10 @@ def build_mmdet_model(model_cfg: dict):
 
     register_all_modules(init_default_scope=True)
     import detector.mm_modules  # noqa: F401  (registers the station's own model parts)
+    from mmengine.config import ConfigDict
 
-    return MODELS.build(model_cfg)
+    # ConfigDict: MMDetection heads read their test_cfg by attribute.
+    return MODELS.build(ConfigDict(model_cfg))
 
 
 class TorchBackend:
