@@ -48,13 +48,13 @@ def test_top_detection_names_the_defect_on_held_out_pictures(shipped, neu_val):
     assert len(single) >= 90
     batch = shipped.detect_batch([im.image_path for im in single])
     right = sum(bool(dets) and dets[0].label in im.labels() for im, dets in zip(single, batch))
-    assert right / len(single) >= 0.85, f"{right}/{len(single)}"
+    assert right / len(single) >= 0.9, f"{right}/{len(single)}"  # measured 95/96
 
 
 def test_defect_free_pictures_mostly_pass(shipped, neu_val):
     clean = [im for im in neu_val if not im.boxes]
     flagged = sum(bool(dets) for dets in shipped.detect_batch([im.image_path for im in clean]))
-    assert flagged / len(clean) <= 0.25, f"{flagged}/{len(clean)} defect-free pictures flagged"
+    assert flagged / len(clean) <= 0.05, f"{flagged}/{len(clean)} defect-free pictures flagged"  # measured 0/192
 
 
 def test_evaluate_cli_with_the_shipped_model(tmp_path, capsys):
