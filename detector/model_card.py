@@ -33,6 +33,9 @@ def render_model_card(model: ModelFile, model_path: Path) -> str:
         f"- File: `{model_path.name}` (sha256 `{model.sha256[:16]}…`, {model_path.stat().st_size / 1e6:.1f} MB)",
         *[f"- Same model for the station runtime: `{o.name}` (ONNX, {o.stat().st_size / 1e6:.1f} MB, made by "
           f"`python -m detector export`)" for o in [model_path.with_suffix(".onnx")] if o.is_file()],
+        *[f"- int8 variant: `{q.name}` ({q.stat().st_size / 1e6:.1f} MB, ONNX Runtime static quantization "
+          f"calibrated on training pictures, made by `python -m detector quantize`)"
+          for q in [model_path.with_suffix(".int8.onnx")] if q.is_file()],
         f"- Created: {meta.created}",
         "- Architecture: MMDetection CenterNet "
         f"({model.model_cfg['backbone']['type']} backbone, CTResNetNeck without DCN, CenterNetHead), "
