@@ -13,8 +13,8 @@ numpy and in torch) and the fraction of it; and the peak memory (max RSS) of
 a fresh process that loads the model and runs 100 detections (Linux).
 
 Without --onnx the .pth is exported to a temporary folder first. The backends
-are timed in alternation, so a machine that gets busier or quieter during the
-run affects both alike.
+are timed in alternating blocks, so a machine that gets busier or quieter
+during the run affects both alike.
 """
 
 from __future__ import annotations
@@ -104,17 +104,26 @@ def fp32_peak_gflops(threads: int, size: int = 2048, repeats: int = 7) -> dict[s
     return result
 
 
-def time_alternating(calls: dict[str, callable], runs: int, warmup: int = 5) -> dict[str, list[float]]:
-    """Milliseconds per call for each entry, calling them in turn every round."""
+def time_alternating(calls: dict[str, callable], runs: int, warmup: int = 5, block: int = 10) -> dict[str, list[float]]:
+    """Milliseconds per call for each entry, in alternating blocks of `block` calls.
+
+    Blocks, not single calls: torch's OpenMP threads and ONNX Runtime's pool
+    both spin for a while after each call, so strict call-by-call alternation
+    makes each runtime wait on the other's spinning threads (measured: both
+    ~1.5-2x slower). Each block starts with one untimed call after a pause.
+    """
     for _ in range(warmup):
         for f in calls.values():
             f()
     times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(runs):
+    while min(len(t) for t in times.values()) < runs:
         for name, f in calls.items():
-            t0 = time.perf_counter()
+            time.sleep(0.2)  # let the other runtime's threads stop spinning
             f()
-            times[name].append((time.perf_counter() - t0) * 1000)
+            for _ in range(min(block, runs - len(times[name]))):
+                t0 = time.perf_counter()
+                f()
+                times[name].append((time.perf_counter() - t0) * 1000)
     return times
 
 
