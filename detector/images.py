@@ -11,8 +11,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ImageInput = "np.ndarray | str | Path"
-
 _JPEG_START = b"\xff\xd8"
 _JPEG_END = b"\xff\xd9"
 

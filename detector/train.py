@@ -256,6 +256,8 @@ def run(args: argparse.Namespace) -> int:
     }
     training["command"] = "python -m detector " + " ".join(getattr(args, "argv", None) or sys.argv[1:])
     training["hardware"] = _hardware()
+    # Written twice on purpose: validation runs the finished model file through
+    # `Detector` (the station's own path), then its results go into the file.
     checkpoint_to_model_file(ckpt, cfg, out, args.name or training["config"], training)
     validation = validate_model_file(out, args.data / "val")
     training["validation"] = validation
