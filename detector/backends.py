@@ -41,8 +41,9 @@ def build_mmdet_model(model_cfg: dict):
     from mmdet.utils import register_all_modules
 
     register_all_modules(init_default_scope=True)
-    import detector.mm_modules  # noqa: F401  (registers the station's own model parts)
     from mmengine.config import ConfigDict
+
+    import detector.mm_modules  # noqa: F401  (registers the station's own model parts)
 
     # ConfigDict: MMDetection heads read their test_cfg by attribute.
     return MODELS.build(ConfigDict(model_cfg))
