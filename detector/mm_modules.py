@@ -67,3 +67,45 @@ class MobileNetV2Trunk(MobileNetV2):
         for name in self.layers[last + 1:]:
             delattr(self, name)
         self.layers = self.layers[: last + 1]
+
+
+import torch  # noqa: E402
+from mmdet.models.dense_heads import CenterNetHead  # noqa: E402
+
+
+@MODELS.register_module()
+class CenterNetIoUHead(CenterNetHead):
+    """CenterNetHead plus a size loss on the IoU of the predicted box.
+
+    The stock L1 size loss charges a 2 px error the same on a scratch's
+    length as on its width, but IoU (and so AP50) is ruled by the relative
+    error, which for long thin scratches is almost all in the width. Both
+    boxes share the ground-truth centre here, so their IoU depends on the
+    sizes alone: min(w)·min(h) / (w·h + w'·h' − min(w)·min(h)).
+    Inference and export are unchanged (same outputs as CenterNetHead).
+    """
+
+    def __init__(self, loss_wh_iou_weight: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.loss_wh_iou_weight = loss_wh_iou_weight
+
+    def loss_by_feat(self, center_heatmap_preds, wh_preds, offset_preds, batch_gt_instances,
+                     batch_img_metas, batch_gt_instances_ignore=None) -> dict:
+        losses = super().loss_by_feat(center_heatmap_preds, wh_preds, offset_preds, batch_gt_instances,
+                                      batch_img_metas, batch_gt_instances_ignore)
+        wh_pred = wh_preds[0]
+        targets, _ = self.get_targets(
+            [g.bboxes for g in batch_gt_instances], [g.labels for g in batch_gt_instances],
+            center_heatmap_preds[0].shape, batch_img_metas[0]["batch_input_shape"])
+        # One weighted cell per box centre; both channels carry the same weight.
+        at_centre = targets["wh_offset_target_weight"][:, 0] > 0
+        pred = wh_pred.permute(0, 2, 3, 1)[at_centre].clamp(min=0.0)
+        true = targets["wh_target"].permute(0, 2, 3, 1)[at_centre]
+        if true.numel() == 0:
+            losses["loss_wh_iou"] = wh_pred.sum() * 0.0
+            return losses
+        inter = torch.minimum(pred[:, 0], true[:, 0]) * torch.minimum(pred[:, 1], true[:, 1])
+        union = pred[:, 0] * pred[:, 1] + true[:, 0] * true[:, 1] - inter
+        iou = inter / union.clamp(min=1e-6)
+        losses["loss_wh_iou"] = self.loss_wh_iou_weight * (1.0 - iou).mean()
+        return losses

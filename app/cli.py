@@ -1,0 +1,50 @@
+"""Command line of the station.
+
+    python -m app [--source S] [--config F] [--screenshot OUT.png [--inspect]]   the station window
+    python -m app inspect --source DIR_OR_VIDEO --db PATH [--roi x,y,w,h]        headless inspection
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from app import headless
+
+COMMANDS = {"inspect": headless}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:
+        parser = argparse.ArgumentParser(prog="python -m app")
+        sub = parser.add_subparsers(dest="command", required=True)
+        for module in COMMANDS.values():
+            module.register(sub)
+        args = parser.parse_args(argv)
+        return args.func(args)
+    return gui_main(argv)
+
+
+def gui_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m app",
+        description="The inspection station window. Sub-commands: "
+        + ", ".join(f"`python -m app {c} --help`" for c in COMMANDS) + ".",
+    )
+    p.add_argument("--config", type=Path, help="station settings file (default: the user's)")
+    p.add_argument("--source", help="camera index, stream URL, video file, image file or folder (overrides the settings)")
+    p.add_argument("--model", help="model file (overrides the settings)")
+    p.add_argument("--data-dir", help="folder for the inspection database and saved frames (overrides the settings)")
+    p.add_argument("--screenshot", type=Path, metavar="OUT.png",
+                   help="open the window, save a screenshot of it and exit")
+    p.add_argument("--inspect", action="store_true", help="with --screenshot: inspect the first frame first")
+    return p
+
+
+def gui_main(argv: list[str]) -> int:
+    args = gui_parser().parse_args(argv)
+    from app.ui.run import run_station  # Qt only when a window is wanted
+
+    return run_station(args)

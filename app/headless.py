@@ -1,0 +1,120 @@
+"""`python -m app inspect`: inspect a folder or a video without a window.
+
+Judges and logs every picture (or every n-th video frame) exactly as the
+station does, then prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections import Counter
+from pathlib import Path
+
+from app.inspection import Inspector
+from app.roi import Roi
+from app.settings import load_settings
+from app.sources import SourceError, open_source
+from app.store import InspectionStore, StoreError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "inspect",
+        help="inspect a folder of pictures or a video headless and log every inspection",
+        description="Inspect every picture of a folder (or frame of a video) without a window, logging each "
+        "inspection to the database exactly as the station would, then print a summary.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--source", required=True, help="image file, folder of images, video file, camera index or stream URL")
+    p.add_argument("--db", type=Path, help="inspection database (default: the station's, from the settings)")
+    p.add_argument("--roi", type=Roi.parse, help="inspection region x,y,w,h in frame pixels (default: the settings')")
+    p.add_argument("--threshold", type=float, help="confidence threshold (default: the settings', else the model's)")
+    p.add_argument("--model", help="model file (.onnx or .pth; default: the settings', else the shipped model)")
+    p.add_argument("--config", type=Path, help="station settings file (default: the user's)")
+    p.add_argument("--station", help="station name to log (default: the settings')")
+    p.add_argument("--operator", default="", help="operator to log")
+    p.add_argument("--part-id", default="", help="part/serial ID to log with every inspection")
+    p.add_argument("--every", type=int, default=1, help="inspect every n-th frame of a video")
+    p.add_argument("--max-frames", type=int, help="stop after this many inspections (cameras and streams never end)")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from detector import Detector  # here: `python -m app --help` must not load a model
+
+    settings, warnings = load_settings(args.config)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.every < 1:
+        print("error: --every must be >= 1", file=sys.stderr)
+        return 2
+    threshold = args.threshold if args.threshold is not None else settings.threshold
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        print(f"error: --threshold must be within 0..1, got {threshold}", file=sys.stderr)
+        return 2
+    try:
+        detector = Detector(args.model or settings.model_path)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if threshold is None:
+        threshold = detector.metadata.default_threshold
+    try:
+        source = open_source(args.source)
+        store = InspectionStore(args.db or settings.db_path)
+    except (SourceError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    inspector = Inspector(detector, store, args.station or settings.station_name, settings.rule)
+    roi = args.roi if args.roi is not None else settings.roi
+
+    verdicts: Counter[str] = Counter()
+    defects: Counter[str] = Counter()
+    times: list[float] = []
+    problems = 0
+    try:
+        with store:
+            for n, (label, frame) in enumerate(source.frames()):
+                if n % args.every:
+                    continue
+                try:
+                    result = inspector.inspect(frame, roi=roi, threshold=threshold, source=label,
+                                               operator=args.operator, part_id=args.part_id)
+                except ValueError as exc:
+                    problems += 1
+                    print(f"{label}: not inspected: {exc}", file=sys.stderr)
+                    continue
+                if result.error:
+                    print(f"error: {result.error}", file=sys.stderr)
+                    return 1
+                for w in result.warnings:
+                    print(f"{label}: warning: {w}", file=sys.stderr)
+                verdicts[result.verdict.verdict] += 1
+                for i in result.verdict.failing:
+                    defects[result.detections[i].label] += 1
+                times.append(result.inference_ms)
+                if not args.quiet:
+                    found = ", ".join(f"{result.detections[i].label} {result.detections[i].score:.2f}"
+                                      for i in result.verdict.shown) or "no defects"
+                    print(f"#{result.inspection_id} {result.verdict.verdict} {label}: {found}")
+                if args.max_frames and sum(verdicts.values()) >= args.max_frames:
+                    break
+    except SourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for note in getattr(source, "skipped", []):
+        problems += 1
+        print(f"skipped {note}", file=sys.stderr)
+
+    total = sum(verdicts.values())
+    print(f"inspected {total}: {verdicts['PASS']} PASS, {verdicts['FAIL']} FAIL"
+          + (f", {problems} not inspected" if problems else ""))
+    if defects:
+        print("failing defects: " + ", ".join(f"{k} {v}" for k, v in sorted(defects.items())))
+    if times:
+        print(f"model {detector.model_id}, threshold {threshold:.2f}, median detect {statistics.median(times):.1f} ms")
+    print(f"logged to {store.db_path}")
+    return 0 if total or not problems else 1

@@ -1,0 +1,100 @@
+"""One inspection: frame -> region crop -> detect() -> verdict -> log.
+
+Used alike by the operator screen and `python -m app inspect`, so a part is
+judged and logged the same way whichever started it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.overlay import draw_overlay
+from app.roi import Roi, crop, to_frame
+from app.store import InspectionRecord, InspectionStore, StoreError
+from app.verdict import Verdict, VerdictRule, judge
+from detector import Detection, Detector
+
+# The detector runs at this floor and every detection above it is logged, so the
+# threshold slider can show weaker ones again without re-running the model and
+# QA sees near misses.
+DETECTION_FLOOR = 0.1
+
+
+@dataclass
+class InspectionResult:
+    frame: np.ndarray
+    roi: Roi  # region used, clipped to the frame
+    detections: list[Detection]  # frame pixels, score >= DETECTION_FLOOR, best first
+    threshold: float
+    verdict: Verdict
+    inference_ms: float
+    source: str = ""
+    part_id: str = ""
+    inspection_id: int | None = None  # None: not logged (see warnings/error)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None  # the log could not be written
+
+    def rejudged(self, threshold: float, rule: VerdictRule) -> Verdict:
+        """The verdict at another threshold, from the stored detections (no model run)."""
+        return judge(self.detections, threshold, rule)
+
+
+class Inspector:
+    """Runs and logs inspections for one station."""
+
+    def __init__(self, detector: Detector, store: InspectionStore | None, station: str, rule: VerdictRule):
+        self.detector = detector
+        self.store = store
+        self.station = station
+        self.rule = rule
+        self.colours = dict(detector.metadata.colours)
+
+    def detect_region(self, frame: np.ndarray, roi: Roi | None) -> tuple[list[Detection], Roi, float]:
+        region, used = crop(frame, roi)
+        t0 = time.perf_counter()
+        found = self.detector.detect(region, threshold=DETECTION_FLOOR)
+        ms = (time.perf_counter() - t0) * 1000.0
+        dets = [Detection(d.label, d.score, to_frame(d.box, used)) for d in found]
+        return dets, used, ms
+
+    def inspect(self, frame: np.ndarray, *, roi: Roi | None, threshold: float, source: str = "",
+                operator: str = "", part_id: str = "", log: bool = True) -> InspectionResult:
+        """Inspect one frame; logs it when a store is set and `log` is true.
+
+        Raises ValueError for a frame the detector cannot take or a region
+        outside the frame (nothing is logged then). A failing log write does not
+        raise: the result carries the error so the operator sees it.
+        """
+        threshold = max(DETECTION_FLOOR, float(threshold))
+        dets, used, ms = self.detect_region(frame, roi)
+        verdict = judge(dets, threshold, self.rule)
+        result = InspectionResult(frame, used, dets, threshold, verdict, ms, source=source, part_id=part_id)
+        if log and self.store is not None:
+            self._log(result, operator)
+        return result
+
+    def annotate(self, result: InspectionResult, threshold: float | None = None) -> np.ndarray:
+        verdict = result.verdict if threshold is None else result.rejudged(threshold, self.rule)
+        return draw_overlay(result.frame, result.detections, verdict.shown, self.colours, result.roi,
+                            verdict.failing, verdict.verdict)
+
+    def _log(self, result: InspectionResult, operator: str) -> None:
+        meta = self.detector.metadata
+        h, w = result.frame.shape[:2]
+        rec = InspectionRecord(
+            station=self.station, source=result.source, frame_size=(w, h), roi=result.roi,
+            model_id=self.detector.model_id, model_version=meta.created or "unknown",
+            threshold=result.threshold, rule_json=self.rule.to_json(), verdict=result.verdict.verdict,
+            detections=result.detections, shown=result.verdict.shown, failing=result.verdict.failing,
+            operator=operator, part_id=result.part_id, inference_ms=result.inference_ms,
+        )
+        try:
+            stored = self.store.record(rec, result.frame, self.annotate(result))
+        except StoreError as exc:
+            result.error = str(exc)
+            return
+        result.inspection_id = stored.id
+        result.warnings.extend(stored.warnings)

@@ -1,0 +1,149 @@
+"""Settings dialog: station, camera, model, data folder and PASS/FAIL rules."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTableWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.settings import StationSettings
+from app.verdict import ClassRule, VerdictRule
+
+
+class SettingsDialog(QDialog):
+    def __init__(self, settings: StationSettings, class_names, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Station settings")
+        self._settings = settings
+        self._result: StationSettings | None = None
+
+        self.station_edit = QLineEdit(settings.station_name)
+        self.source_edit = QLineEdit(settings.source)
+        self.source_edit.setPlaceholderText("0 (first camera), rtsp://…, a video file, a picture folder")
+        self.model_edit = QLineEdit(settings.model_path or "")
+        self.model_edit.setPlaceholderText("the shipped model")
+        self.data_edit = QLineEdit(settings.data_dir or "")
+        self.data_edit.setPlaceholderText(str(settings.data_path))
+        self.reconnect_spin = QDoubleSpinBox()
+        self.reconnect_spin.setRange(0.5, 60.0)
+        self.reconnect_spin.setSuffix(" s")
+        self.reconnect_spin.setValue(settings.reconnect_seconds)
+
+        rule = settings.rule
+        self.unit_combo = QComboBox()
+        self.unit_combo.addItems(["px", "mm"])
+        self.unit_combo.setCurrentText(rule.unit)
+        self.px_per_mm_spin = QDoubleSpinBox()
+        self.px_per_mm_spin.setRange(0.0, 10000.0)
+        self.px_per_mm_spin.setDecimals(3)
+        self.px_per_mm_spin.setValue(rule.px_per_mm or 0.0)
+        self.px_per_mm_spin.setSpecialValueText("not calibrated")
+
+        names = list(dict.fromkeys([*class_names, *rule.classes]))
+        self.rule_table = QTableWidget(len(names), 2)
+        self.rule_table.setHorizontalHeaderLabels(["min score", "min size (longer side)"])
+        self.rule_table.setVerticalHeaderLabels(names)
+        self._rule_names = names
+        for row, name in enumerate(names):
+            r = rule.for_class(name)
+            score = QDoubleSpinBox()
+            score.setRange(0.0, 1.0)
+            score.setSingleStep(0.05)
+            score.setDecimals(2)
+            score.setValue(r.min_score)
+            size = QDoubleSpinBox()
+            size.setRange(0.0, 100000.0)
+            size.setDecimals(2)
+            size.setValue(r.min_size)
+            self.rule_table.setCellWidget(row, 0, score)
+            self.rule_table.setCellWidget(row, 1, size)
+        self.rule_table.resizeColumnsToContents()
+
+        form = QFormLayout()
+        form.addRow("Station name", self.station_edit)
+        form.addRow("Camera / source", self.source_edit)
+        form.addRow("Reconnect every", self.reconnect_spin)
+        form.addRow("Model file", self._with_browse(self.model_edit, self._browse_model))
+        form.addRow("Data folder", self._with_browse(self.data_edit, self._browse_data))
+        form.addRow("Size unit", self.unit_combo)
+        form.addRow("Calibration (px per mm)", self.px_per_mm_spin)
+
+        self.error_label = QLabel()
+        self.error_label.setStyleSheet("color:#c62828;")
+        self.error_label.setWordWrap(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(QLabel("FAIL when a detection at or above the threshold also reaches both of its class's limits:"))
+        layout.addWidget(self.rule_table)
+        layout.addWidget(self.error_label)
+        layout.addWidget(buttons)
+
+    def _with_browse(self, edit: QLineEdit, slot) -> QWidget:
+        w = QWidget()
+        row = QHBoxLayout(w)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(edit, 1)
+        b = QPushButton("Browse…")
+        b.clicked.connect(slot)
+        row.addWidget(b)
+        return w
+
+    def _browse_model(self) -> None:
+        f, _ = QFileDialog.getOpenFileName(self, "Model file", "", "Models (*.onnx *.pth)")
+        if f:
+            self.model_edit.setText(f)
+
+    def _browse_data(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Data folder")
+        if d:
+            self.data_edit.setText(d)
+
+    def build_settings(self) -> StationSettings:
+        """Settings from the form; ValueError naming the field that is wrong."""
+        station = self.station_edit.text().strip()
+        if not station:
+            raise ValueError("the station needs a name")
+        classes = {}
+        for row, name in enumerate(self._rule_names):
+            classes[name] = ClassRule(self.rule_table.cellWidget(row, 0).value(), self.rule_table.cellWidget(row, 1).value())
+        px_per_mm = self.px_per_mm_spin.value() or None
+        rule = VerdictRule(classes=classes, unit=self.unit_combo.currentText(), px_per_mm=px_per_mm,
+                           default=self._settings.rule.default)
+        return replace(
+            self._settings,
+            station_name=station,
+            source=self.source_edit.text().strip(),
+            model_path=self.model_edit.text().strip() or None,
+            data_dir=self.data_edit.text().strip() or None,
+            reconnect_seconds=self.reconnect_spin.value(),
+            rule=rule,
+        )
+
+    def accept(self) -> None:
+        try:
+            self._result = self.build_settings()
+        except ValueError as exc:
+            self.error_label.setText(str(exc))
+            return
+        super().accept()
+
+    def result_settings(self) -> StationSettings:
+        return self._result if self._result is not None else self._settings
