@@ -5,6 +5,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Debian libraries Qt 6's X11 plugin needs beyond a base image, and Xvfb for
+# the test that opens the real window. Installed when we may (root + apt).
+QT_DEBS=(libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxkbcommon-x11-0 xvfb xauth)
+missing=()
+for pkg in "${QT_DEBS[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing Debian packages: ${missing[*]}"
+        apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null \
+            || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }
+    else
+        echo "note: the station window needs: sudo apt-get install ${missing[*]}" >&2
+    fi
+fi
+
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=(.venv/bin/python -m pip --disable-pip-version-check)

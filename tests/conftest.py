@@ -7,9 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
+from app.ui.run import prepare_qt_environment
 from synthetic import steel_texture
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+prepare_qt_environment()  # before pytest-qt creates the QApplication: cv2 points Qt at its Qt5 plugins
 
 REPO = Path(__file__).resolve().parents[1]
 NEU_DET = REPO.parent / "shared" / "datasets" / "neu-det"

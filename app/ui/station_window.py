@@ -332,6 +332,14 @@ class StationWindow(QMainWindow):
             self._probing_camera = False
             self.statusBar().showMessage(f"Cannot open {spec}: {exc}", 10000)
             return False
+        self.use_source(source)
+        if remember:
+            self._probing_camera = False
+            self._update_settings(source=spec)
+        return True
+
+    def use_source(self, source: FrameSource) -> None:
+        """Show frames from `source` from now on (the previous feed stops)."""
         if self.feed is not None:
             self.feed.stop(timeout=0.5)
         self.feed = LiveFeed(source, reconnect_seconds=self.settings.reconnect_seconds).start()
@@ -342,10 +350,6 @@ class StationWindow(QMainWindow):
         is_pictures = isinstance(source, ImageFilesSource)
         self.prev_button.setEnabled(is_pictures)
         self.next_button.setEnabled(is_pictures)
-        if remember:
-            self._probing_camera = False
-            self._update_settings(source=spec)
-        return True
 
     def _step(self, delta: int) -> None:
         if self.feed is not None and isinstance(self.feed.source, ImageFilesSource):
@@ -396,7 +400,11 @@ class StationWindow(QMainWindow):
             if self.view.banner():
                 self.view.set_banner("")
             self._probing_camera = self._probing_camera and state != "live"
-            self.source_label.setText(f"{feed.source.name} ({state})")
+            src = feed.source
+            if isinstance(src, ImageFilesSource) and src.files:
+                self.source_label.setText(f"picture {src.index + 1}/{len(src.files)}: {src.current_file.name}")
+            else:
+                self.source_label.setText(f"{src.name} ({state})")
         fps = feed.fps()
         self.fps_label.setText(f"camera {fps:.1f} fps" if fps else "")
         latest = feed.latest()
@@ -413,7 +421,7 @@ class StationWindow(QMainWindow):
     def inspect_now(self) -> None:
         """Inspect the newest frame (button, Space, F5, Enter in the part field)."""
         if self.inspector is None:
-            QMessageBox.warning(self, "Inspection station", "No model is loaded; set one in Settings.")
+            self.statusBar().showMessage("No model is loaded: set a model file in Settings (Ctrl+,).", 10000)
             return
         latest = self.feed.latest() if self.feed is not None else None
         if latest is None:
