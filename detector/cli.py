@@ -7,7 +7,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from detector import evaluate, export, quantize, train
+    from detector import evaluate, export, model_tool, quantize, train
     from detector.data import cli as dataset_cli
 
     parser = argparse.ArgumentParser(
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.register(sub)
     export.register(sub)
     quantize.register(sub)
+    model_tool.register(sub)
     return parser
 
 

@@ -38,9 +38,11 @@ def render_model_card(model: ModelFile, model_path: Path) -> str:
           for q in [model_path.with_suffix(".int8.onnx")] if q.is_file()],
         f"- Created: {meta.created}",
         "- Architecture: MMDetection CenterNet "
-        f"({model.model_cfg['backbone']['type']} backbone, CTResNetNeck without DCN, CenterNetHead), "
+        f"({model.model_cfg['backbone']['type']} backbone, CTResNetNeck without DCN, {model.model_cfg['bbox_head']['type']}), "
         f"input {meta.input_size}x{meta.input_size} grey (letterboxed, replicated to 3 channels)",
         f"- Classes: {', '.join(meta.class_names)}; default threshold {meta.default_threshold}",
+        "- Inference: " + ("flip test on (heatmaps and sizes averaged over the picture and its horizontal and "
+                           "vertical mirror images: one 3x batch per picture)" if meta.flip_test else "single pass"),
         f"- Pretrained start: {train.get('pretrained', 'n/a')}",
         f"- Config: `detector/configs/{train.get('config', '?')}.py`",
         "",
@@ -69,7 +71,8 @@ def render_model_card(model: ModelFile, model_path: Path) -> str:
         "",
         f"IoU {val.get('iou_threshold', 0.5)}; AP50 = area under the precision-recall curve (all-point "
         "interpolation), `difficult` boxes ignored; AP = COCO mAP@[.5:.95]. The best epoch was picked on this "
-        "same split, so the figures lean slightly optimistic.",
+        "same split, so the figures lean slightly optimistic. "
+        f"Measured {'with' if val.get('flip_test') else 'without'} flip test.",
         "",
         "| class | AP50 | AP@[.5:.95] | GT boxes |",
         "|---|---|---|---|",

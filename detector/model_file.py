@@ -38,6 +38,9 @@ class ModelMetadata:
     std: tuple[float, float, float]
     created: str = ""
     training: dict[str, Any] = field(default_factory=dict)  # data, split, time, AP...
+    # Average the network's maps over the picture and its mirror images
+    # (detector.api.forward_with_flips): more accurate boxes, 3x the compute.
+    flip_test: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -58,6 +61,7 @@ class ModelMetadata:
                 std=tuple(float(v) for v in d["std"]),
                 created=str(d.get("created", "")),
                 training=dict(d.get("training", {})),
+                flip_test=bool(d.get("flip_test", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"model metadata is incomplete or malformed: {exc}") from exc

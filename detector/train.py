@@ -47,6 +47,8 @@ def register(subparsers) -> None:
                    help="start from a station model file (e.g. the shipped one) instead of ImageNet weights: "
                         "fine-tuning on a plant's own pictures")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--flip-test", action="store_true",
+                   help="the model file runs with flip test (mirror averaging; validated that way too)")
     p.add_argument("--name", help="model name recorded in the model file (default: config name)")
     p.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm", "mpi"],
                    help="distributed launcher; use 'pytorch' under torchrun")
@@ -165,7 +167,7 @@ def best_checkpoint(work_dir: Path) -> Path:
     raise FileNotFoundError(f"no checkpoint in {work_dir}")
 
 
-def checkpoint_to_model_file(checkpoint: Path, cfg, out: Path, name: str, training: dict) -> Path:
+def checkpoint_to_model_file(checkpoint: Path, cfg, out: Path, name: str, training: dict, flip_test: bool = False) -> Path:
     """Convert an MMEngine checkpoint into the station's plain model file."""
     import torch
 
@@ -186,6 +188,7 @@ def checkpoint_to_model_file(checkpoint: Path, cfg, out: Path, name: str, traini
         std=tuple(float(v) for v in pre.std),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         training=training,
+        flip_test=flip_test,
     )
     model_cfg = cfg.model.to_dict()
     model_cfg.pop("data_preprocessor", None)  # the station does its own preprocessing
@@ -258,10 +261,10 @@ def run(args: argparse.Namespace) -> int:
     training["hardware"] = _hardware()
     # Written twice on purpose: validation runs the finished model file through
     # `Detector` (the station's own path), then its results go into the file.
-    checkpoint_to_model_file(ckpt, cfg, out, args.name or training["config"], training)
+    checkpoint_to_model_file(ckpt, cfg, out, args.name or training["config"], training, args.flip_test)
     validation = validate_model_file(out, args.data / "val")
     training["validation"] = validation
-    checkpoint_to_model_file(ckpt, cfg, out, args.name or training["config"], training)
+    checkpoint_to_model_file(ckpt, cfg, out, args.name or training["config"], training, args.flip_test)
 
     from detector.model_card import write_model_card
 
@@ -293,6 +296,7 @@ def validate_model_file(model_path: Path, val_dir: Path) -> dict:
     result = evaluate_model(detector, images, iou_threshold=0.5).to_json()
     result["iou_threshold"] = 0.5
     result["n_images"] = len(images)
+    result["flip_test"] = detector.flip_test
     return result
 
 

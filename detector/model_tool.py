@@ -1,0 +1,80 @@
+"""`python -m detector model`: show a model file's metadata, change how it runs, re-validate.
+
+    python -m detector model MODEL.pth                       # print metadata and validation
+    python -m detector model MODEL.pth --flip-test on --validate runs/data/val
+
+Changing how a model runs (flip test, default threshold) changes its accuracy,
+so the card's validation figures are re-measured (`--validate`) or dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "model",
+        help="show a model file's metadata; change its flip test / threshold and re-validate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", type=Path, help="station model file (.pth)")
+    p.add_argument("--flip-test", choices=["on", "off"],
+                   help="average over mirror images at inference (more accurate, 3x the compute)")
+    p.add_argument("--threshold", type=float, help="default confidence threshold (0..1)")
+    p.add_argument("--name", help="model name")
+    p.add_argument("--validate", type=Path, metavar="SPLIT_DIR",
+                   help="re-measure validation AP on a split folder of `detector dataset` (annotations.json + images/)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from detector.model_card import write_model_card
+    from detector.model_file import load_model_file, save_model_file
+
+    try:
+        model = load_model_file(args.model)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    meta = model.metadata
+    changes = {}
+    if args.flip_test is not None:
+        changes["flip_test"] = args.flip_test == "on"
+    if args.threshold is not None:
+        if not 0.0 <= args.threshold <= 1.0:
+            print(f"error: --threshold must be within 0..1, got {args.threshold}", file=sys.stderr)
+            return 2
+        changes["default_threshold"] = args.threshold
+    if args.name:
+        changes["name"] = args.name
+    if changes or args.validate:
+        training = dict(meta.training)
+        if any(k in changes for k in ("flip_test", "default_threshold")) and not args.validate:
+            training.pop("validation", None)  # measured under other settings: no longer true
+            print("note: validation figures dropped (they were measured with other settings); use --validate",
+                  file=sys.stderr)
+        model.metadata = replace(meta, training=training, **changes)
+        save_model_file(args.model, model)
+        if args.validate:
+            from detector.train import validate_model_file
+
+            validation = validate_model_file(args.model, args.validate)
+            model = load_model_file(args.model)
+            model.metadata.training["validation"] = validation
+            save_model_file(args.model, model)
+        write_model_card(args.model)
+        model = load_model_file(args.model)
+    meta = model.metadata
+    print(f"{args.model}: {meta.name}, classes {', '.join(meta.class_names)}, input {meta.input_size}, "
+          f"threshold {meta.default_threshold}, flip test {'on' if meta.flip_test else 'off'}, created {meta.created}")
+    val = meta.training.get("validation")
+    if val:
+        print("validation: " + json.dumps({k: round(v["ap50"], 3) for k, v in val["classes"].items()})
+              + f", mAP50 {val['map50']:.3f}, mAP {val['map']:.3f}, flip test {'on' if val.get('flip_test') else 'off'}")
+    return 0
