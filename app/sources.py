@@ -85,6 +85,13 @@ class CaptureSource(FrameSource):
             raise SourceError(f"cannot open {what} {self.target}")
         self._cap = cap
 
+    def frame_interval(self) -> float | None:
+        """Seconds between frames of a recording (for real-time replay); None for cameras."""
+        if not self.is_file or self._cap is None:
+            return None
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        return 1.0 / fps if 0 < fps < 1000 else None
+
     def read(self) -> np.ndarray | None:
         if self._cap is None:
             raise SourceError(f"{self.name} is not open")
@@ -281,12 +288,18 @@ class LiveFeed:
         self._state = STOPPED
 
     def _serve_capture(self) -> None:
+        # A recording plays at its own frame rate, like the camera it stands in for.
+        interval = self.source.frame_interval() if isinstance(self.source, CaptureSource) else None
+        next_time = time.monotonic()
         while not self._stop.is_set():
             frame = self.source.read()
             if frame is None:
                 self._state = ENDED
                 return
             self._publish(frame, self.source.name)
+            if interval:
+                next_time = max(next_time + interval, time.monotonic() - interval)
+                self._stop.wait(max(0.0, next_time - time.monotonic()))
 
     def _serve_pictures(self, source: ImageFilesSource) -> None:
         shown = -1
