@@ -31,6 +31,9 @@ class StationSettings:
     data_dir: str | None = None  # None = the platform's data folder
     reconnect_seconds: float = 2.0
     rule: VerdictRule = field(default_factory=VerdictRule)
+    # Shift names and local start times, e.g. (("early", "06:00"), ("late", "14:00"), ("night", "22:00")).
+    # Empty: reports are per day only.
+    shifts: tuple[tuple[str, str], ...] = ()
 
     @property
     def data_path(self) -> Path:
@@ -52,6 +55,7 @@ class StationSettings:
             "data_dir": self.data_dir,
             "reconnect_seconds": self.reconnect_seconds,
             "rule": self.rule.to_dict(),
+            "shifts": [{"name": n, "start": t} for n, t in self.shifts],
         }
 
 
@@ -91,6 +95,24 @@ def _bool(v: Any) -> bool:
     return v
 
 
+def _shifts(v: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(v, list):
+        raise ValueError("must be a list of {name, start}")
+    out = []
+    for item in v:
+        try:
+            name, start = str(item["name"]).strip(), str(item["start"]).strip()
+            hh, mm = (int(x) for x in start.split(":"))
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"each shift needs a name and a start 'HH:MM', got {item!r}") from None
+        if not name or not (0 <= hh < 24 and 0 <= mm < 60):
+            raise ValueError(f"bad shift {item!r}")
+        out.append((name, f"{hh:02d}:{mm:02d}"))
+    if len({t for _, t in out}) != len(out):
+        raise ValueError("two shifts start at the same time")
+    return tuple(sorted(out, key=lambda s: s[1]))
+
+
 _PARSERS = {
     "station_name": _text,
     "operator": _text,
@@ -102,6 +124,7 @@ _PARSERS = {
     "data_dir": _optional_str,
     "reconnect_seconds": _positive,
     "rule": VerdictRule.from_dict,
+    "shifts": _shifts,
 }
 
 
