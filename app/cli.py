@@ -2,6 +2,9 @@
 
     python -m app [--source S] [--config F] [--screenshot OUT.png [--inspect]]   the station window
     python -m app inspect --source DIR_OR_VIDEO --db PATH [--roi x,y,w,h]        headless inspection
+    python -m app export-csv --db PATH --from DATE --to DATE --out FILE [--per-inspection]   CSV reports
+    python -m app users add NAME --role ROLE [--as ADMIN]                         local users and roles
+    python -m app export-training-set --db PATH --out DIR                         QA-reviewed pictures -> COCO
 """
 
 from __future__ import annotations
@@ -10,9 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from app import headless
+from app import headless, training_export_cli, users_cli
 
-COMMANDS = {"inspect": headless}
+COMMANDS = {"inspect": headless, "users": users_cli, "export-training-set": training_export_cli}
 
 
 def main(argv: list[str] | None = None) -> int:

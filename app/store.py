@@ -17,7 +17,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -75,6 +76,55 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX ix_detections_inspection ON detections (inspection_id);
     CREATE INDEX ix_detections_label ON detections (label);
+    """,
+    # v2: QA review, users, and the append-only audit trail.
+    """
+    ALTER TABLE inspections ADD COLUMN max_score REAL NOT NULL DEFAULT 0;  -- best shown detection, for sorting
+    UPDATE inspections SET max_score = COALESCE(
+        (SELECT MAX(score) FROM detections d WHERE d.inspection_id = inspections.id AND d.shown = 1), 0);
+    CREATE INDEX ix_inspections_operator ON inspections (operator);
+    CREATE INDEX ix_detections_label_score ON detections (label, score);
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        role TEXT NOT NULL CHECK (role IN ('operator', 'qa', 'supervisor', 'admin')),
+        secret_hash TEXT NOT NULL,           -- scrypt with a per-user salt, never the PIN itself
+        active INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        user TEXT NOT NULL,
+        action TEXT NOT NULL,
+        inspection_id INTEGER REFERENCES inspections (id),
+        old_value TEXT,                      -- JSON
+        new_value TEXT,                      -- JSON
+        reason TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX ix_audit_inspection ON audit (inspection_id);
+    CREATE INDEX ix_audit_at ON audit (at);
+    CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+    CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+    CREATE TABLE reviews (                   -- QA's current word on an inspection (history: audit)
+        inspection_id INTEGER PRIMARY KEY REFERENCES inspections (id),
+        qa_verdict TEXT NOT NULL CHECK (qa_verdict IN ('PASS', 'FAIL')),
+        reviewer TEXT NOT NULL,
+        reviewed_at TEXT NOT NULL,
+        audit_id INTEGER NOT NULL REFERENCES audit (id)
+    );
+    CREATE TABLE review_boxes (              -- boxes QA rejected (false positive) or added (missed)
+        id INTEGER PRIMARY KEY,
+        inspection_id INTEGER NOT NULL REFERENCES inspections (id),
+        detection_id INTEGER REFERENCES detections (id),
+        kind TEXT NOT NULL CHECK (kind IN ('false_positive', 'missed')),
+        label TEXT NOT NULL,
+        x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,  -- frame pixels
+        audit_id INTEGER NOT NULL REFERENCES audit (id)
+    );
+    CREATE INDEX ix_review_boxes_inspection ON review_boxes (inspection_id);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -157,17 +207,15 @@ def _migrate(conn: sqlite3.Connection, db_path: Path) -> None:
 
 
 def _statements(script: str) -> list[str]:
-    out, buf = [], []
-    for line in script.splitlines():
-        code = line.split("--", 1)[0]
-        buf.append(code)
-        if code.rstrip().endswith(";"):
-            stmt = "\n".join(buf).strip()
-            if stmt.strip(";").strip():
-                out.append(stmt)
-            buf = []
-    if "".join(buf).strip():
-        out.append("\n".join(buf).strip())
+    """Split a migration into statements (sqlite3 knows where a trigger body ends)."""
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
     return out
 
 
@@ -210,7 +258,7 @@ class InspectionStore:
             rec.uid, iso_utc(rec.created_at), rec.station, rec.operator, rec.part_id, rec.source,
             int(rec.frame_size[0]), int(rec.frame_size[1]), rec.roi.x, rec.roi.y, rec.roi.w, rec.roi.h,
             rec.model_id, rec.model_version, float(rec.threshold), rec.rule_json, rec.verdict, len(rec.detections),
-            rec.inference_ms,
+            max((float(rec.detections[i].score) for i in shown), default=0.0), rec.inference_ms,
             self._relative(image_path), self._relative(annotated_path), "; ".join(warnings),
         )
         with self._lock:
@@ -219,7 +267,7 @@ class InspectionStore:
                 cur = self._conn.execute(
                     "INSERT INTO inspections (uid, created_at, station, operator, part_id, source, frame_w, frame_h,"
                     " roi_x, roi_y, roi_w, roi_h, model_id, model_version, threshold, rule_json, verdict, n_detections,"
-                    " inference_ms, image_path, annotated_path, note) VALUES (" + ",".join("?" * len(row)) + ")",
+                    " max_score, inference_ms, image_path, annotated_path, note) VALUES (" + ",".join("?" * len(row)) + ")",
                     row,
                 )
                 inspection_id = int(cur.lastrowid)
@@ -261,6 +309,22 @@ class InspectionStore:
         except ValueError:
             return str(path)
 
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """The connection inside one write transaction: all of it is committed, or none."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
     # -- reading -------------------------------------------------------------
 
     def count(self) -> int:
@@ -274,7 +338,7 @@ class InspectionStore:
             if row is None:
                 return None
             dets = self._conn.execute(
-                "SELECT label, score, x1, y1, x2, y2, shown, fails FROM detections WHERE inspection_id = ? ORDER BY score DESC",
+                "SELECT id, label, score, x1, y1, x2, y2, shown, fails FROM detections WHERE inspection_id = ? ORDER BY score DESC",
                 (inspection_id,),
             ).fetchall()
         out = dict(row)

@@ -1,0 +1,55 @@
+"""`python -m app export-training-set`: reviewed inspections -> a COCO data set for the detector.
+
+    python -m app export-training-set --db PATH --out DIR [--from DATE] [--to DATE]
+    python -m detector dataset --source DIR/annotations.json --out runs/line_data ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+
+from app.review import GalleryFilter, export_training_set
+from app.settings import load_settings
+from app.store import InspectionStore, StoreError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("export-training-set", help="export QA-reviewed inspections as a COCO training set",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--db", type=Path, help="inspection database (default: the station's, from the settings)")
+    p.add_argument("--config", type=Path, help="station settings file (default: the user's)")
+    p.add_argument("--out", type=Path, required=True, help="folder to write annotations.json + images/ into")
+    p.add_argument("--from", dest="start", type=date.fromisoformat, help="first day (YYYY-MM-DD, local time)")
+    p.add_argument("--to", dest="end", type=date.fromisoformat, help="last day, inclusive")
+    p.add_argument("--whole-frame", action="store_true", help="keep whole frames instead of the inspection region")
+    p.set_defaults(func=run)
+
+
+def _local_midnight(d: date) -> datetime:
+    return datetime.combine(d, time()).astimezone()
+
+
+def run(args: argparse.Namespace) -> int:
+    settings, _ = load_settings(args.config)
+    db = args.db or settings.db_path
+    if not Path(db).is_file():
+        print(f"error: no inspection database at {db}", file=sys.stderr)
+        return 2
+    flt = GalleryFilter(
+        start=_local_midnight(args.start) if args.start else None,
+        end=_local_midnight(args.end + timedelta(days=1)) if args.end else None,
+    )
+    try:
+        with InspectionStore(db) as store:
+            summary = export_training_set(store, args.out, flt, crop_to_region=not args.whole_frame)
+    except (StoreError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for note in summary["skipped"]:
+        print(f"skipped {note}", file=sys.stderr)
+    print(f"exported {summary['images']} reviewed pictures with {summary['boxes']} boxes "
+          f"({', '.join(summary['classes']) or 'no classes'}) to {summary['annotations']}")
+    return 0

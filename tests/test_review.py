@@ -1,0 +1,166 @@
+"""QA review, audit trail, users and roles, and the export back to training (no Qt)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+from app.review import GalleryFilter, ReviewService, export_training_set, gallery_count, gallery_page
+from app.roi import Roi
+from app.store import InspectionRecord, InspectionStore
+from app.users import PermissionDenied, User, UserDirectory, hash_secret, verify_secret
+from app.verdict import FAIL, PASS
+from detector import Detection
+
+QA = User("quinn", "qa")
+T0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
+
+
+def log(store, i, verdict, dets, operator="ana", part="SN-%03d", shown=None, fails=None):
+    frame = np.full((120, 160, 3), 100 + i, np.uint8)
+    rec = InspectionRecord(
+        station="line 1", source="test", frame_size=(160, 120), roi=Roi(10, 10, 140, 100), model_id="m@1",
+        model_version="v1", threshold=0.3, rule_json="{}", verdict=verdict, detections=dets,
+        shown=shown if shown is not None else [k for k, d in enumerate(dets) if d.score >= 0.3],
+        failing=fails if fails is not None else [k for k, d in enumerate(dets) if d.score >= 0.3],
+        operator=operator, part_id=part % i, created_at=T0 + timedelta(hours=i),
+    )
+    return store.record(rec, frame, frame).id
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = InspectionStore(tmp_path / "data" / "inspections.sqlite")
+    log(s, 0, FAIL, [Detection("scratch", 0.8, (20, 20, 30, 90)), Detection("pit", 0.2, (60, 60, 70, 70))])
+    log(s, 1, PASS, [])
+    log(s, 2, FAIL, [Detection("pit", 0.45, (50, 40, 80, 70))], operator="bob")
+    log(s, 3, PASS, [Detection("scratch", 0.15, (5, 5, 9, 50))], part="=HACK%d")
+    yield s
+    s.close()
+
+
+def test_gallery_filters_sorting_and_paging(store):
+    assert gallery_count(store, GalleryFilter()) == 4
+    assert [r["verdict"] for r in gallery_page(store, GalleryFilter(), "oldest")] == [FAIL, PASS, FAIL, PASS]
+    assert gallery_count(store, GalleryFilter(verdict=FAIL)) == 2
+    assert gallery_count(store, GalleryFilter(label="scratch")) == 1  # only shown detections count
+    assert gallery_count(store, GalleryFilter(label="pit", min_score=0.4, max_score=0.5)) == 1
+    assert gallery_count(store, GalleryFilter(operator="bob")) == 1
+    assert gallery_count(store, GalleryFilter(part_id="HACK")) == 1
+    assert gallery_count(store, GalleryFilter(part_id="%")) == 0  # LIKE wildcards are literal
+    assert gallery_count(store, GalleryFilter(start=T0 + timedelta(hours=1), end=T0 + timedelta(hours=3))) == 2
+    assert [r["max_score"] for r in gallery_page(store, GalleryFilter(), "highest score")][:2] == [0.8, 0.45]
+    page = gallery_page(store, GalleryFilter(), "newest", page=1, page_size=3)
+    assert len(page) == 1 and page[0]["part_id"] == "SN-000"
+
+
+def test_review_override_and_box_changes_are_audited_and_never_overwrite(store):
+    service = ReviewService(store, QA)
+    first = gallery_page(store, GalleryFilter(), "oldest")[0]["id"]
+    dets = store.get(first)["detections"]
+    scratch = next(d for d in dets if d["label"] == "scratch")
+    with pytest.raises(ValueError, match="reason"):
+        service.set_verdict(first, PASS, "  ")
+    service.mark_false_positive(first, scratch["id"], "reflection, not a scratch")
+    service.set_verdict(first, PASS, "only a reflection")
+    service.add_missed(first, "pit", (100, 30, 130, 60), "pit cluster missed")
+    service.set_verdict(first, FAIL, "on second look the pits fail it")
+
+    state = service.state(first)
+    assert state.inspection["verdict"] == FAIL  # the station's verdict is untouched
+    assert state.qa_verdict == FAIL and state.false_positive_ids == {scratch["id"]}
+    assert state.missed == [{"label": "pit", "box": (100.0, 30.0, 130.0, 60.0)}]
+    actions = [(h["action"], h["user"]) for h in state.history]
+    assert actions == [("review.false_positive", "quinn"), ("review.override", "quinn"), ("review.missed", "quinn"),
+                       ("review.confirm", "quinn")]
+    override = state.history[1]
+    assert json.loads(override["old_value"])["verdict"] == FAIL and json.loads(override["new_value"]) == {"verdict": PASS}
+    assert override["reason"] == "only a reflection" and override["at"].endswith("Z")
+    assert gallery_count(store, GalleryFilter(reviewed=True)) == 1
+    assert gallery_count(store, GalleryFilter(reviewed=False)) == 3
+
+    conn = sqlite3.connect(store.db_path)  # even straight SQL cannot rewrite history
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("UPDATE audit SET reason = 'nothing happened'")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("DELETE FROM audit")
+
+
+def test_roles_gate_actions():
+    assert User("o", "operator").can("inspect") and not User("o", "operator").can("review")
+    assert User("s", "supervisor").can("reports") and not User("s", "supervisor").can("settings")
+    with pytest.raises(PermissionDenied):
+        User("o", "operator").require("review")
+
+
+def test_users_pins_are_salted_hashes_and_changes_audited(store):
+    users = UserDirectory(store)
+    with pytest.raises(ValueError, match="first user must be an admin"):
+        users.add("ana", "operator", "1234", by=User("x", "operator"))
+    admin = users.add("root", "admin", "9876", by=User("anyone", "operator"))
+    users.add("ana", "operator", "1234", by=admin)
+    with pytest.raises(PermissionDenied):
+        users.add("eve", "admin", "0000", by=User("ana", "operator"))
+    with pytest.raises(ValueError, match="exists"):
+        users.add("ANA", "qa", "1234", by=admin)
+    assert users.authenticate("ana", "1234") == User("ana", "operator")
+    assert users.authenticate("ana", "1235") is None and users.authenticate("nobody", "1234") is None
+    users.set_role("ana", "qa", by=admin)
+    users.set_active("ana", False, by=admin)
+    assert users.authenticate("ana", "1234") is None
+    stored = [r[0] for r in store.query("SELECT secret_hash FROM users")]
+    assert all(h.startswith("scrypt$") and "1234" not in h and "9876" not in h for h in stored)
+    assert hash_secret("1234") != hash_secret("1234")  # salted
+    assert verify_secret("1234", hash_secret("1234")) and not verify_secret("1234", "garbage")
+    actions = [r[0] for r in store.query("SELECT action FROM audit ORDER BY id")]
+    assert actions == ["user.add", "user.add", "user.role", "user.disable"]
+
+
+def run_app(*args, stdin=""):
+    return subprocess.run([sys.executable, "-m", "app", *args], cwd=REPO, input=stdin, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_users_command(tmp_path):
+    db = str(tmp_path / "log.sqlite")
+    r = run_app("users", "add", "root", "--role", "admin", "--db", db, "--pin-stdin", stdin="2468\n")
+    assert r.returncode == 0, r.stderr
+    r = run_app("users", "add", "ana", "--role", "qa", "--db", db, "--pin-stdin", stdin="1111\n")
+    assert r.returncode == 2 and "--as ADMIN" in r.stderr
+    r = run_app("users", "add", "ana", "--role", "qa", "--db", db, "--as", "root", "--pin-stdin", stdin="1111\n0000\n")
+    assert r.returncode == 2 and "wrong user name or PIN" in r.stderr
+    r = run_app("users", "add", "ana", "--role", "qa", "--db", db, "--as", "root", "--pin-stdin", stdin="1111\n2468\n")
+    assert r.returncode == 0, r.stderr
+    r = run_app("users", "list", "--db", db)
+    assert [line.split("\t")[:2] for line in r.stdout.splitlines()] == [["ana", "qa"], ["root", "admin"]]
+
+
+def test_reviewed_inspections_export_as_a_training_set_the_detector_reads(store, tmp_path):
+    service = ReviewService(store, QA)
+    ids = [r["id"] for r in gallery_page(store, GalleryFilter(), "oldest")]
+    scratch = next(d for d in store.get(ids[0])["detections"] if d["label"] == "scratch")
+    service.mark_false_positive(ids[0], scratch["id"], "reflection")
+    service.add_missed(ids[0], "pit", (100, 30, 130, 60), "missed")
+    service.set_verdict(ids[0], FAIL, "pits")
+    service.set_verdict(ids[1], PASS, "clean")
+    summary = export_training_set(store, tmp_path / "export")
+    assert summary["images"] == 2 and summary["boxes"] == 1 and summary["classes"] == ["pit"]
+    coco = json.loads((tmp_path / "export" / "annotations.json").read_text())
+    (ann,) = coco["annotations"]
+    assert ann["bbox"] == [90, 20, 30, 30]  # shifted into the 10,10 inspection region
+    assert {im["width"] for im in coco["images"]} == {140}
+
+    from detector.data.pipeline import load_source
+
+    info = load_source(tmp_path / "export" / "annotations.json")
+    assert len(info.images) == 2 and sum(len(i.boxes) for i in info.images) == 1
+    r = run_app("export-training-set", "--db", str(store.db_path), "--out", str(tmp_path / "cli_export"))
+    assert r.returncode == 0 and "exported 2 reviewed pictures with 1 boxes" in r.stdout, r.stderr
