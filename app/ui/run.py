@@ -44,12 +44,37 @@ def run_station(args: argparse.Namespace) -> int:
     app = qt_application()
     from app.ui.station_window import StationWindow
 
-    window = StationWindow(settings, args.config, warnings)
+    user = sign_in(settings, screenshot=bool(args.screenshot))
+    if user is None:
+        return 1
+    window = StationWindow(settings, args.config, warnings, user=user)
     window.resize(1280, 800)
     window.show()
     if args.screenshot:
         return take_screenshot(app, window, args.screenshot, inspect=args.inspect)
     return app.exec()
+
+
+def sign_in(settings, screenshot: bool = False):
+    """Who uses the station: the setup user while there are no users, else whoever signs in."""
+    from app.store import InspectionStore, StoreError
+    from app.users import SETUP_USER, User, UserDirectory
+
+    try:
+        with InspectionStore(settings.db_path) as store:
+            users = UserDirectory(store)
+            if not users.any_users():
+                return SETUP_USER
+            if screenshot:
+                # The documentation tool may only inspect, then it exits.
+                return User("screenshot", "operator")
+            from app.ui.login import LoginDialog
+
+            dialog = LoginDialog(users)
+            return dialog.user if dialog.exec() == LoginDialog.DialogCode.Accepted else None
+    except StoreError:
+        # Users cannot be checked: run with the least rights; the window reports the broken log.
+        return User("unverified", "operator")
 
 
 def wait_until(app, condition, timeout: float) -> bool:

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSlider,
     QSplitter,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -41,7 +42,9 @@ from app.overlay import as_bgr, draw_overlay
 from app.roi import Roi
 from app.settings import StationSettings, save_settings
 from app.sources import RECONNECTING, FrameSource, ImageFilesSource, LiveFeed, SourceError, open_source
+from app.review import record_setting_change
 from app.store import InspectionStore, StoreError
+from app.users import SETUP_USER, User
 from detector import Detector
 
 POLL_MS = 30  # GUI refresh of the live picture (~33 Hz)
@@ -102,9 +105,12 @@ class InspectionRunner(QObject):
 
 class StationWindow(QMainWindow):
     def __init__(self, settings: StationSettings, config_path: Path | None = None, warnings: list[str] | None = None,
-                 detector: Detector | None = None):
+                 detector: Detector | None = None, user: User = SETUP_USER):
         super().__init__()
         self.settings = settings
+        self.user = user
+        self.gallery = None  # built when first shown
+        self.reports = None
         self.config_path = config_path
         self.setWindowTitle(f"Inspection station — {settings.station_name}")
         self.detector: Detector | None = detector
@@ -230,13 +236,29 @@ class StationWindow(QMainWindow):
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 1)
         side.setMinimumWidth(300)
-        self.setCentralWidget(splitter)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(splitter, "Inspect")
+        # Gallery and reports are built on first view: they query the log.
+        self._gallery_tab = QWidget()
+        self._reports_tab = QWidget()
+        for tab in (self._gallery_tab, self._reports_tab):
+            QVBoxLayout(tab).setContentsMargins(0, 0, 0, 0)
+        if self.user.can("gallery"):
+            self.tabs.addTab(self._gallery_tab, "Gallery (QA)")
+        if self.user.can("reports"):
+            self.tabs.addTab(self._reports_tab, "Reports")
+        self.tabs.currentChanged.connect(self._on_tab)
+        self.setCentralWidget(self.tabs)
+        if self.user is not SETUP_USER:
+            self.operator_edit.setText(self.user.name)
+            self.operator_edit.setReadOnly(True)  # inspections are logged under who signed in
 
         self.source_label = QLabel()
         self.fps_label = QLabel()
         self.ms_label = QLabel()
         self.log_label = QLabel()
-        for w in (self.source_label, self.fps_label, self.ms_label, self.log_label):
+        self.user_label = QLabel(f"{self.user.name} ({self.user.role})")
+        for w in (self.source_label, self.fps_label, self.ms_label, self.log_label, self.user_label):
             self.statusBar().addPermanentWidget(w)
 
         self._build_menu()
@@ -268,7 +290,9 @@ class StationWindow(QMainWindow):
         a = QAction("&Settings…", self)
         a.setShortcut(QKeySequence("Ctrl+,"))
         a.triggered.connect(self.open_settings)
+        a.setEnabled(self.user.can("settings"))  # rules and models are the admin's
         m.addAction(a)
+        self.settings_action = a
         m.addSeparator()
         a = QAction("&Quit", self)
         a.setShortcut(QKeySequence("Ctrl+Q"))
@@ -578,7 +602,9 @@ class StationWindow(QMainWindow):
         self.apply_settings(dlg.result_settings())
 
     def apply_settings(self, new: StationSettings) -> None:
+        self.user.require("settings")
         old = self.settings
+        self._audit_settings(old, new)
         self.settings = new
         self._save_settings()
         self.setWindowTitle(f"Inspection station — {new.station_name}")
@@ -593,6 +619,48 @@ class StationWindow(QMainWindow):
             self.open_source(new.source, remember=False)
         self.view.set_roi(new.roi)
         self._show_problems()
+
+    def _audit_settings(self, old: StationSettings, new: StationSettings) -> None:
+        """Rule, model and other settings changes go into the audit trail."""
+        if self.store is None:
+            return
+        before, after = old.to_dict(), new.to_dict()
+        records = []
+        for key, action in (("rule", "settings.rule"), ("model_path", "settings.model")):
+            if before.pop(key) != after[key]:
+                records.append((action, old.to_dict()[key], after[key]))
+            after.pop(key)
+        changed = sorted(k for k in after if before.get(k) != after[k])
+        if changed:
+            records.append(("settings.change", {k: before[k] for k in changed}, {k: after[k] for k in changed}))
+        for action, old_value, new_value in records:
+            try:
+                record_setting_change(self.store, self.user, action, old_value, new_value)
+            except Exception as exc:  # noqa: BLE001  (an audit failure must be seen, not crash the station)
+                self._problems.append(f"Settings change not audited: {exc}")
+
+    # -- gallery and reports tabs -----------------------------------------------------
+
+    def _on_tab(self, index: int) -> None:
+        tab = self.tabs.widget(index)
+        if self.store is None or tab not in (self._gallery_tab, self._reports_tab):
+            return
+        colours = dict(self.detector.metadata.colours) if self.detector else {}
+        if tab is self._gallery_tab:
+            if self.gallery is None:
+                from app.ui.gallery import GalleryWidget
+
+                self.gallery = GalleryWidget(self.store, self.user, colours)
+                tab.layout().addWidget(self.gallery)
+            else:
+                self.gallery.refresh_choices()
+                self.gallery.apply_filters()
+        elif tab is self._reports_tab:
+            if self.reports is None:
+                from app.ui.trends import ReportsWidget
+
+                self.reports = ReportsWidget(self.store.db_path, class_colours=colours, shifts=self.settings.shifts)
+                tab.layout().addWidget(self.reports)
 
     # -- closing ------------------------------------------------------------------
 
