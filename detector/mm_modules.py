@@ -109,3 +109,40 @@ class CenterNetIoUHead(CenterNetHead):
         iou = inter / union.clamp(min=1e-6)
         losses["loss_wh_iou"] = self.loss_wh_iou_weight * (1.0 - iou).mean()
         return losses
+
+
+@MODELS.register_module()
+class CenterNetEllipseHead(CenterNetIoUHead):
+    """CenterNetIoUHead with elliptical centre targets (as in TTFNet).
+
+    CenterNet's round Gaussian takes its radius from the box's short side, so
+    a long thin scratch gets a dot-sized target and the network is punished
+    for any peak a few cells along the scratch. An ellipse shaped like the box
+    (sigma = alpha * side / 6 per axis) tells it where along the length a
+    centre is still acceptable.
+    """
+
+    def __init__(self, ellipse_alpha: float = 0.54, **kwargs):
+        super().__init__(**kwargs)
+        self.ellipse_alpha = ellipse_alpha
+
+    def get_targets(self, gt_bboxes, gt_labels, feat_shape, img_shape):
+        targets, avg_factor = super().get_targets(gt_bboxes, gt_labels, feat_shape, img_shape)
+        heat = targets["center_heatmap_target"]
+        heat.zero_()
+        img_h, img_w = img_shape[:2]
+        _, _, feat_h, feat_w = feat_shape
+        sx, sy = feat_w / img_w, feat_h / img_h
+        ys = torch.arange(feat_h, dtype=heat.dtype, device=heat.device).view(-1, 1)
+        xs = torch.arange(feat_w, dtype=heat.dtype, device=heat.device).view(1, -1)
+        for b, (boxes, labels) in enumerate(zip(gt_bboxes, gt_labels)):
+            for box, label in zip(boxes, labels):
+                w, h = float(box[2] - box[0]) * sx, float(box[3] - box[1]) * sy
+                cx, cy = int(float(box[0] + box[2]) * sx / 2), int(float(box[1] + box[3]) * sy / 2)
+                rx, ry = max(0, int(self.ellipse_alpha * w / 2)), max(0, int(self.ellipse_alpha * h / 2))
+                sig_x, sig_y = (2 * rx + 1) / 6, (2 * ry + 1) / 6
+                g = torch.exp(-((xs - cx) ** 2 / (2 * sig_x**2) + (ys - cy) ** 2 / (2 * sig_y**2)))
+                g[(xs - cx).abs().expand_as(g) > rx] = 0
+                g[(ys - cy).abs().expand_as(g) > ry] = 0
+                torch.maximum(heat[b, label], g, out=heat[b, label])
+        return targets, max(1, int(heat.eq(1).sum()))

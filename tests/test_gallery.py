@@ -14,7 +14,7 @@ from app.store import InspectionStore
 from app.ui.gallery import GalleryWidget
 from app.ui.station_window import StationWindow
 from app.users import User
-from app.verdict import ClassRule, FAIL, PASS, VerdictRule
+from app.verdict import FAIL, PASS, ClassRule, VerdictRule
 from detector import Detection
 
 COLOURS = {"scratch": "#E69F00", "pit": "#0072B2"}

@@ -39,10 +39,10 @@ from PySide6.QtWidgets import (
 
 from app.inspection import DETECTION_FLOOR, InspectionResult, Inspector
 from app.overlay import as_bgr, draw_overlay
+from app.review import record_setting_change
 from app.roi import Roi
 from app.settings import StationSettings, save_settings
 from app.sources import RECONNECTING, FrameSource, ImageFilesSource, LiveFeed, SourceError, open_source
-from app.review import record_setting_change
 from app.store import InspectionStore, StoreError
 from app.users import SETUP_USER, User
 from detector import Detector
