@@ -108,3 +108,34 @@ def test_admin_rule_change_is_audited_and_gallery_tab_opens(qtbot, tmp_path, sto
     assert json.loads(rows[0]["new_value"])["classes"]["scratch"] == {"min_score": 0.5, "min_size": 20.0}
     assert json.loads(rows[1]["new_value"]) == {"station_name": "line 9"}
     assert w.inspector.rule == new_rule
+
+
+def test_admin_manages_users_in_the_dialog(qtbot, store):
+    from app.ui.users_dialog import UsersDialog
+    from app.users import UserDirectory
+
+    users = UserDirectory(store)
+    dlg = UsersDialog(users, User("setup", "admin"))
+    qtbot.addWidget(dlg)
+    dlg.name_edit.setText("root")
+    dlg.role_combo.setCurrentText("admin")
+    dlg.pin_edit.setText("12")
+    dlg.add_button.click()
+    assert "at least 4" in dlg.message.text() and dlg.table.rowCount() == 0
+    dlg.pin_edit.setText("1357")
+    dlg.add_button.click()
+    root = users.authenticate("root", "1357")
+    assert root == User("root", "admin") and dlg.table.rowCount() == 1
+
+    dlg = UsersDialog(users, root)
+    qtbot.addWidget(dlg)
+    dlg.name_edit.setText("olga")
+    dlg.role_combo.setCurrentText("operator")
+    dlg.pin_edit.setText("2468")
+    dlg.add_button.click()
+    dlg.table.selectRow([dlg.table.item(r, 0).text() for r in range(2)].index("olga"))
+    dlg.set_role_combo.setCurrentText("qa")
+    dlg.set_role_button.click()
+    assert users.authenticate("olga", "2468") == User("olga", "qa")
+    actions = [r[0] for r in store.query("SELECT action FROM audit ORDER BY id")]
+    assert actions == ["user.add", "user.add", "user.role"]

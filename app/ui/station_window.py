@@ -293,6 +293,11 @@ class StationWindow(QMainWindow):
         a.setEnabled(self.user.can("settings"))  # rules and models are the admin's
         m.addAction(a)
         self.settings_action = a
+        a = QAction("&Users and roles…", self)
+        a.triggered.connect(self.open_users)
+        a.setEnabled(self.user.can("users"))
+        m.addAction(a)
+        self.users_action = a
         m.addSeparator()
         a = QAction("&Quit", self)
         a.setShortcut(QKeySequence("Ctrl+Q"))
@@ -600,6 +605,15 @@ class StationWindow(QMainWindow):
         if dlg.exec() != SettingsDialog.DialogCode.Accepted:
             return
         self.apply_settings(dlg.result_settings())
+
+    def open_users(self) -> None:
+        if self.store is None:
+            self.statusBar().showMessage("The inspection log is unavailable, and users live in it.", 10000)
+            return
+        from app.ui.users_dialog import UsersDialog
+        from app.users import UserDirectory
+
+        UsersDialog(UserDirectory(self.store), self.user, self).exec()
 
     def apply_settings(self, new: StationSettings) -> None:
         self.user.require("settings")
