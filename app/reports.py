@@ -1,0 +1,422 @@
+"""Supervisor reports from the inspection log: daily summary, per-inspection list, trend data. No Qt here.
+
+Days. A report day is a calendar day in the station's local time zone (the
+system's, DST-aware) unless a time zone is given (`tz=timezone.utc` for UTC).
+When shifts are configured, a report day is a *production day*: it starts at
+the first shift's start and ends at the next day's first shift start, and every
+inspection belongs to the last shift that started at or before its local time.
+So with early 06:00 / late 14:00 / night 22:00, an inspection at 03:00 on the
+26th is counted in the night shift of the 25th: a night shift crossing midnight
+is attributed to the day it started, and a date range selects whole shifts.
+
+Ranges. `first`..`last` are inclusive report days; they are turned into UTC
+bounds on `created_at` (ISO 8601 text, fixed width, so text order is time
+order) and the WHERE clause compares the bare column, so SQLite uses the
+ix_inspections_created index instead of scanning the log.
+
+CSV. `write_csv` writes UTF-8 (no BOM unless asked: scripts and strict UTF-8
+readers take the file as is; `bom=True` is for double-clicking into Excel,
+which otherwise decodes non-ASCII names as ANSI), a header row, ISO 8601 dates,
+dot decimals (Python formatting is locale-free) and CRLF rows (RFC 4180).
+Every text cell that a spreadsheet could run as a formula is neutralised.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sqlite3
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from pathlib import Path
+from typing import Any
+
+from app.files import atomic_write_bytes
+
+# OWASP CSV injection: cells starting with these are run as formulas (or split
+# into one) by Excel, LibreOffice and Google Sheets. The full-width forms are
+# taken as formulas by some East Asian Excel set-ups.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+FLOAT_DECIMALS = 4
+
+
+class ReportError(RuntimeError):
+    """A report could not be made (message says why, for the user)."""
+
+
+# -- CSV -----------------------------------------------------------------------------------
+
+
+_FORMULA_STARTS = frozenset(FORMULA_PREFIXES)
+
+
+def neutralise(text: str) -> str:
+    """`text` made inert for spreadsheets: a leading apostrophe if it could start a formula."""
+    return "'" + text if text[:1] in _FORMULA_STARTS else text
+
+
+def _float(value: float) -> str:
+    return f"{value:.{FLOAT_DECIMALS}f}"
+
+
+# Exact types first: a month of per-inspection rows is ~2 million cells.
+_FORMAT_BY_TYPE = {str: neutralise, int: str, float: _float, type(None): lambda _: ""}
+
+
+def format_cell(value: Any) -> str:
+    """One CSV cell: numbers with a dot and fixed decimals, dates ISO 8601, all text neutralised.
+
+    Only numbers we produce are int/float, so neutralising every str is safe
+    and also covers text fields added to the log later.
+    """
+    fast = _FORMAT_BY_TYPE.get(type(value))
+    if fast is not None:
+        return fast(value)
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return _float(value)
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    return neutralise(str(value))
+
+
+def csv_bytes(header: Sequence[str], rows: Iterable[Sequence[Any]], *, bom: bool = False) -> tuple[bytes, int]:
+    """The CSV file's bytes and the number of data rows."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow([format_cell(h) for h in header])
+    n = 0
+    for row in rows:
+        writer.writerow(map(format_cell, row))
+        n += 1
+    return (b"\xef\xbb\xbf" if bom else b"") + buf.getvalue().encode("utf-8"), n
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]], *, bom: bool = False) -> int:
+    """Write a CSV atomically (a scheduled job never leaves half a file); returns the data rows written."""
+    data, n = csv_bytes(header, rows, bom=bom)
+    path = Path(path)
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise ReportError(f"cannot write {path}: {exc}") from exc
+    return n
+
+
+# -- days, time zones, shifts ------------------------------------------------------------------
+
+
+def parse_date(text: str) -> date:
+    """A YYYY-MM-DD date (the CLI's --from/--to)."""
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise ReportError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def resolve_tz(name: str | None = None, utc: bool = False) -> tzinfo | None:
+    """The report time zone: UTC, a named zone ("Europe/Berlin"), or None for the system's local zone."""
+    if utc:
+        return timezone.utc
+    if not name:
+        return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ReportError(f"unknown time zone {name!r}") from None
+
+
+def parse_shifts(shifts: Iterable[tuple[str, str]]) -> tuple[tuple[str, int], ...]:
+    """(name, "HH:MM") pairs as (name, minute of the day), sorted by start."""
+    out = []
+    for name, start in shifts:
+        try:
+            hh, mm = (int(x) for x in str(start).split(":"))
+        except ValueError:
+            raise ReportError(f"shift {name!r}: start must be HH:MM, got {start!r}") from None
+        if not (0 <= hh < 24 and 0 <= mm < 60):
+            raise ReportError(f"shift {name!r}: start must be HH:MM, got {start!r}")
+        out.append((str(name), hh * 60 + mm))
+    out.sort(key=lambda s: s[1])
+    if len({m for _, m in out}) != len(out):
+        raise ReportError("two shifts start at the same time")
+    return tuple(out)
+
+
+class _Clock:
+    """UTC <-> report-local time. tz None: the system's zone, DST rules included (not a fixed offset)."""
+
+    def __init__(self, tz: tzinfo | None, shifts: tuple[tuple[str, int], ...]):
+        self.tz = tz
+        self.shifts = shifts
+        self.starts = [m for _, m in shifts]
+        self.day_start = time(*divmod(shifts[0][1], 60)) if shifts else time(0, 0)
+
+    def local(self, utc: datetime) -> datetime:
+        return utc.astimezone(self.tz)  # astimezone(None) is the system's local zone
+
+    def to_utc(self, naive_local: datetime) -> datetime:
+        if self.tz is None:
+            return naive_local.astimezone(timezone.utc)  # naive = system local time
+        return naive_local.replace(tzinfo=self.tz).astimezone(timezone.utc)
+
+    def bounds(self, first: date, last: date) -> tuple[str, str]:
+        """created_at bounds [lo, hi) covering report days first..last, in the log's text format."""
+        if first > last:
+            raise ReportError(f"the range starts after it ends ({first} > {last})")
+        lo = self.to_utc(datetime.combine(first, self.day_start))
+        hi = self.to_utc(datetime.combine(last + timedelta(days=1), self.day_start))
+        return _iso(lo), _iso(hi)
+
+    def shift(self, local: datetime) -> tuple[date, str]:
+        """The report day and shift name of a local time ("" without shifts)."""
+        if not self.shifts:
+            return local.date(), ""
+        i = bisect_right(self.starts, local.hour * 60 + local.minute) - 1
+        if i < 0:  # before the day's first shift: still the previous day's last shift
+            return local.date() - timedelta(days=1), self.shifts[-1][0]
+        return local.date(), self.shifts[i][0]
+
+
+def _iso(t: datetime) -> str:
+    """The log's created_at format (app.store.iso_utc), for text comparison."""
+    return t.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_created(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))  # 3.10's fromisoformat knows no "Z"
+
+
+# -- database ---------------------------------------------------------------------------------
+
+
+def open_db(db_path: str | Path) -> sqlite3.Connection:
+    """The log opened read-only: a report never changes or migrates it, and works beside a running station."""
+    path = Path(db_path)
+    if not path.is_file():
+        raise ReportError(f"no inspection database at {path}")
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0, check_same_thread=False)
+        conn.execute("PRAGMA query_only=ON")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        raise ReportError(f"cannot read {path}: {exc}") from exc
+    if version < 1 or not {"inspections", "detections"} <= tables:
+        conn.close()
+        raise ReportError(f"{path} is not an inspection database")
+    return conn
+
+
+@contextmanager
+def _connection(db: str | Path | sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    if isinstance(db, sqlite3.Connection):
+        yield db
+        return
+    conn = open_db(db)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _query(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[tuple]:
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.Error as exc:
+        raise ReportError(f"cannot read the inspection log: {exc}") from exc
+
+
+# Every query filters on the bare created_at column: the index does the range.
+_INSPECTIONS = ("SELECT id, created_at, station, verdict{extra} FROM inspections"
+                " WHERE created_at >= ? AND created_at < ? ORDER BY created_at, id")
+_PER_CLASS = ("SELECT d.inspection_id, d.label, SUM(d.fails), MAX(CASE WHEN d.shown THEN d.score END) FROM inspections i"
+              " JOIN detections d ON d.inspection_id = i.id"
+              " WHERE i.created_at >= ? AND i.created_at < ? GROUP BY d.inspection_id, d.label")
+_SHOWN_SCORES = ("SELECT d.label, d.score FROM inspections i JOIN detections d ON d.inspection_id = i.id"
+                 " WHERE i.created_at >= ? AND i.created_at < ? AND d.shown = 1")
+# QA reviews (schema v2 on): the current word and the reason typed for it.
+_REVIEWS = ("SELECT r.inspection_id, r.qa_verdict, r.reviewer, r.reviewed_at, a.reason FROM inspections i"
+            " JOIN reviews r ON r.inspection_id = i.id LEFT JOIN audit a ON a.id = r.audit_id"
+            " WHERE i.created_at >= ? AND i.created_at < ?")
+_PER_INSPECTION_EXTRA = ", operator, part_id, source, model_id, model_version, threshold, n_detections, image_path, note"
+
+
+_NO_REVIEW = (None, None, None, None)
+
+
+@dataclass
+class Table:
+    """A report: header and rows, ready for write_csv."""
+
+    header: list[str]
+    rows: list[list[Any]]
+
+
+@dataclass
+class _Group:
+    inspected: int = 0
+    passed: int = 0
+    failed: int = 0
+    defects: dict[str, int] = field(default_factory=dict)
+
+
+def _per_class(conn: sqlite3.Connection, lo: str, hi: str) -> tuple[dict[int, dict[str, tuple[int, float | None]]], set[str]]:
+    """Per inspection id: label -> (failing detections, best shown score or None); and every label seen."""
+    out: dict[int, dict[str, tuple[int, float | None]]] = {}
+    labels: set[str] = set()
+    for inspection_id, label, fails, max_score in _query(conn, _PER_CLASS, (lo, hi)):
+        out.setdefault(inspection_id, {})[label] = (int(fails), max_score)
+        labels.add(label)
+    return out, labels
+
+
+def _reviews(conn: sqlite3.Connection, lo: str, hi: str) -> dict[int, tuple[str, str, str, str | None]]:
+    """Per inspection id: (QA verdict, reviewer, reviewed at, reason); empty for a log without reviews."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'reviews'").fetchone():
+        return {}
+    return {r[0]: r[1:] for r in _query(conn, _REVIEWS, (lo, hi))}
+
+
+def _groups(conn: sqlite3.Connection, clock: _Clock, lo: str, hi: str) -> tuple[dict[tuple[date, str, str], _Group], set[str]]:
+    """(report day, station, shift) -> counts; and every label seen."""
+    per_class, labels = _per_class(conn, lo, hi)
+    groups: dict[tuple[date, str, str], _Group] = {}
+    local, shift = clock.local, clock.shift
+    for inspection_id, created_at, station, verdict in _query(conn, _INSPECTIONS.format(extra=""), (lo, hi)):
+        day, shift_name = shift(local(_parse_created(created_at)))
+        g = groups.get((day, station, shift_name))
+        if g is None:
+            g = groups[(day, station, shift_name)] = _Group()
+        g.inspected += 1
+        if verdict == "PASS":
+            g.passed += 1
+        else:
+            g.failed += 1
+        for label, (fails, _) in per_class.get(inspection_id, {}).items():
+            if fails:
+                g.defects[label] = g.defects.get(label, 0) + fails
+    return groups, labels
+
+
+def daily_summary(db: str | Path | sqlite3.Connection, first: date, last: date, *, tz: tzinfo | None = None,
+                  shifts: Iterable[tuple[str, str]] = (), classes: Iterable[str] = ()) -> Table:
+    """Per report day, station (and shift): inspected, passed, failed, defect rate, failing defects per class.
+
+    Class columns are `classes` plus every label detected in the range, sorted,
+    so a class with no defects still shows as 0 when the caller names it.
+    Only days/stations/shifts with inspections get a row.
+    """
+    parsed = parse_shifts(shifts)
+    clock = _Clock(tz, parsed)
+    lo, hi = clock.bounds(first, last)
+    with _connection(db) as conn:
+        groups, labels = _groups(conn, clock, lo, hi)
+    labels = sorted(labels | set(classes))
+    order = {name: i for i, (name, _) in enumerate(parsed)}
+    header = ["date", "station", *(["shift"] if parsed else []), "inspected", "passed", "failed", "defect_rate",
+              *(f"defects_{c}" for c in labels)]
+    rows = []
+    for (day, station, shift_name), g in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 0))):
+        rows.append([day, station, *([shift_name] if parsed else []), g.inspected, g.passed, g.failed,
+                     g.failed / g.inspected, *(g.defects.get(c, 0) for c in labels)])
+    return Table(header, rows)
+
+
+def per_inspection(db: str | Path | sqlite3.Connection, first: date, last: date, *, tz: tzinfo | None = None,
+                   shifts: Iterable[tuple[str, str]] = (), classes: Iterable[str] = ()) -> Table:
+    """One row per inspection in the range, oldest first.
+
+    `date` is the local calendar day; with shifts, `shift` and `shift_date`
+    (the day the shift started) follow. `failing_<class>` counts detections
+    that made the part fail; `max_score` is the best score of a shown
+    detection (at or above the threshold), empty when none was shown. The QA
+    columns are empty until QA has reviewed the inspection.
+    """
+    parsed = parse_shifts(shifts)
+    clock = _Clock(tz, parsed)
+    lo, hi = clock.bounds(first, last)
+    with _connection(db) as conn:
+        per_class, labels = _per_class(conn, lo, hi)
+        records = _query(conn, _INSPECTIONS.format(extra=_PER_INSPECTION_EXTRA), (lo, hi))
+        reviews = _reviews(conn, lo, hi)
+    labels = sorted(labels | set(classes))
+    header = ["id", "created_at", "local_time", "date", "station", *(["shift", "shift_date"] if parsed else []),
+              "operator", "part_id", "source", "verdict", "model_id", "model_version", "threshold", "n_detections",
+              *(f"failing_{c}" for c in labels), "max_score", "image_path", "note",
+              "qa_verdict", "reviewer", "reviewed_at", "review_reason"]
+    rows = []
+    for (inspection_id, created_at, station, verdict, operator, part_id, source, model_id, model_version, threshold,
+         n_detections, image_path, note) in records:
+        t = clock.local(_parse_created(created_at))
+        stats = per_class.get(inspection_id, {})
+        shift_cells = []
+        if parsed:
+            shift_date, shift_name = clock.shift(t)
+            shift_cells = [shift_name, shift_date]
+        rows.append([inspection_id, created_at, t.isoformat(timespec="milliseconds"), t.date(), station, *shift_cells,
+                     operator, part_id, source, verdict, model_id, model_version, float(threshold), n_detections,
+                     *(stats[c][0] if c in stats else 0 for c in labels),
+                     max((s for _, s in stats.values() if s is not None), default=None), image_path, note,
+                     *reviews.get(inspection_id, _NO_REVIEW)])
+    return Table(header, rows)
+
+
+@dataclass
+class Trends:
+    """What the trend charts plot: per report day (all stations and shifts together), and score samples."""
+
+    days: list[date]
+    inspected: list[int]
+    failed: list[int]
+    defect_rate: list[float]
+    defects: dict[str, list[int]]  # class -> failing defects per day, aligned with `days`
+    scores: dict[str, list[float]]  # class -> scores of the shown detections in the range
+
+
+def trends(db: str | Path | sqlite3.Connection, first: date, last: date, *, tz: tzinfo | None = None,
+           shifts: Iterable[tuple[str, str]] = (), classes: Iterable[str] = ()) -> Trends:
+    """Trend data for the range; days without inspections are left out (no rate to plot)."""
+    clock = _Clock(tz, parse_shifts(shifts))
+    lo, hi = clock.bounds(first, last)
+    with _connection(db) as conn:
+        groups, labels = _groups(conn, clock, lo, hi)
+        scores: dict[str, list[float]] = {}
+        for label, score in _query(conn, _SHOWN_SCORES, (lo, hi)):
+            scores.setdefault(label, []).append(float(score))
+    labels = sorted(labels | set(classes))
+    per_day: dict[date, _Group] = {}
+    for (day, _, _), g in groups.items():
+        total = per_day.setdefault(day, _Group())
+        total.inspected += g.inspected
+        total.failed += g.failed
+        for label, n in g.defects.items():
+            total.defects[label] = total.defects.get(label, 0) + n
+    days = sorted(per_day)
+    return Trends(
+        days=days,
+        inspected=[per_day[d].inspected for d in days],
+        failed=[per_day[d].failed for d in days],
+        defect_rate=[per_day[d].failed / per_day[d].inspected for d in days],
+        defects={c: [per_day[d].defects.get(c, 0) for d in days] for c in labels},
+        scores={c: scores.get(c, []) for c in labels},
+    )
+
+
+def export_csv(db: str | Path | sqlite3.Connection, first: date, last: date, out: str | Path, *,
+               per_inspection_rows: bool = False, tz: tzinfo | None = None, shifts: Iterable[tuple[str, str]] = (),
+               classes: Iterable[str] = (), bom: bool = False) -> int:
+    """The daily summary (or the per-inspection list) for first..last written to `out`; returns data rows."""
+    make = per_inspection if per_inspection_rows else daily_summary
+    table = make(db, first, last, tz=tz, shifts=shifts, classes=classes)
+    return write_csv(out, table.header, table.rows, bom=bom)
