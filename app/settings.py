@@ -110,6 +110,8 @@ def _shifts(v: Any) -> tuple[tuple[str, str], ...]:
         out.append((name, f"{hh:02d}:{mm:02d}"))
     if len({t for _, t in out}) != len(out):
         raise ValueError("two shifts start at the same time")
+    if len({n for n, _ in out}) != len(out):
+        raise ValueError("two shifts have the same name")
     return tuple(sorted(out, key=lambda s: s[1]))
 
 

@@ -333,3 +333,13 @@ def test_kill_during_inspections_loses_at_most_one_and_never_corrupts(tmp_path):
         assert conn.execute("SELECT COUNT(*) FROM detections WHERE inspection_id = ?", (inspection_id,)).fetchone()[0] == n
         assert (db.parent / image).is_file() and (db.parent / annotated).is_file()
         assert cv2.imread(str(db.parent / image)) is not None
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    from app.files import atomic_write_bytes
+
+    path = tmp_path / "report.csv"
+    atomic_write_bytes(path, b"a,b\r\n")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.read_bytes() == b"a,b\r\n" and (path.stat().st_mode & 0o777) == (0o666 & ~umask)
