@@ -423,7 +423,8 @@ class StationWindow(QMainWindow):
             self.source_label.setText("file mode")
             return
         if state == RECONNECTING:
-            self.view.set_banner(f"Camera disconnected — reconnecting…  ({feed.error})")
+            what = "Camera disconnected — reconnecting" if feed.source.live else "Source unavailable — retrying"
+            self.view.set_banner(f"{what}…  ({feed.error})")
             self.source_label.setText("⚠ reconnecting")
         else:
             if self.view.banner():
