@@ -442,3 +442,34 @@ def test_threads_setting(tiny_models):
     _, onnx_path = tiny_models
     det = Detector(onnx_path, device="cpu", threads=1)
     assert det._backend.session.get_session_options().intra_op_num_threads == 1
+
+
+def test_flip_test_parity_and_it_changes_the_maps(tiny_models):
+    pth, onnx_path = tiny_models
+    plain = Detector(onnx_path, device="cpu")
+    flipped = (Detector(pth, device="cpu", flip_test=True), Detector(onnx_path, device="cpu", flip_test=True))
+    assert not plain.flip_test and all(d.flip_test for d in flipped)
+    changed = 0
+    for image in _pictures(13, [(TINY_SIZE, TINY_SIZE), (300, 180)]):
+        a, b = detect_pair(flipped, image)
+        assert_same_detections(a, b)  # both backends average the same mirrored maps
+        changed += a != plain.detect(image, threshold=PARITY_MIN_SCORE - 2 * SCORE_TOL)
+    assert changed  # averaging over mirrors is not a no-op
+
+
+def test_model_command_sets_flip_test_and_drops_stale_validation(tiny_models, tmp_path, capsys):
+    import shutil
+
+    from detector.cli import main
+    from detector.model_file import load_model_file, save_model_file
+
+    pth = shutil.copy(tiny_models[0], tmp_path / "m.pth")
+    model = load_model_file(pth)
+    model.metadata.training["validation"] = {"classes": {}, "map50": 0.5, "map": 0.2}
+    save_model_file(pth, model)
+    assert main(["model", str(pth), "--flip-test", "on", "--threshold", "0.4"]) == 0
+    meta = load_model_file(pth).metadata
+    assert meta.flip_test and meta.default_threshold == 0.4 and "validation" not in meta.training
+    assert Detector(pth, device="cpu").flip_test
+    assert "flip test on" in capsys.readouterr().out and (tmp_path / "m.md").is_file()
+    assert main(["model", str(pth), "--threshold", "2"]) == 2
