@@ -69,6 +69,7 @@ class ZoomView(QGraphicsView):
         self._drawing = False
         self._start = None
         self._rubber: QGraphicsRectItem | None = None
+        self._fit = True  # keep the whole frame in view until the user zooms
 
     def show_frame(self, pixmap: QPixmap, boxes: list[tuple[tuple[float, float, float, float], QColor, bool]]) -> None:
         """`boxes`: (box, colour, dashed) in frame pixels."""
@@ -82,10 +83,17 @@ class ZoomView(QGraphicsView):
             pen = QPen(colour, width, Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine)
             pen.setCosmetic(False)
             scene.addRect(QRectF(x1, y1, x2 - x1, y2 - y1), pen, QBrush(Qt.BrushStyle.NoBrush))
+        self._fit = True
         self.resetTransform()
         self.fitInView(scene.sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
 
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        if self._fit:
+            self.fitInView(self.scene().sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
+
     def zoom(self, factor: float) -> None:
+        self._fit = False
         self.scale(factor, factor)
 
     def wheelEvent(self, event) -> None:  # noqa: N802
