@@ -157,6 +157,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30, help="timed rounds after warm-up (default 30)")
     parser.add_argument("--threads", type=int, help="CPU threads for every measurement (default: OMP_NUM_THREADS or all cores)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    parser.add_argument("--flip-test", choices=["model", "on", "off"], default="model",
+                        help="mirror averaging at inference: as the model file says, or forced on/off")
     args = parser.parse_args()
     threads = args.threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1
     # Before numpy loads its BLAS: the peak matmul must use the same thread count.
@@ -179,10 +181,13 @@ def main() -> None:
         t0 = time.perf_counter()
         onnx_path = export_onnx(pth, Path(tmp.name) / (pth.stem + ".onnx")).path
         print(f"exported {pth.name} to ONNX in {time.perf_counter() - t0:.1f} s")
+    flip = {"model": None, "on": True, "off": False}[args.flip_test]
     dets = {
-        "mmdet": Detector(pth, device="cpu", threads=threads),
-        "onnx": Detector(onnx_path, device="cpu", threads=threads),
+        "mmdet": Detector(pth, device="cpu", threads=threads, flip_test=flip),
+        "onnx": Detector(onnx_path, device="cpu", threads=threads, flip_test=flip),
     }
+    # With flip test one detect() runs the network on 3 pictures (it and its two mirror images).
+    passes = 3 if dets["onnx"].flip_test else 1
     source = dets["onnx"]._backend.source_sha256
     if source and source != dets["mmdet"]._backend.sha256:
         print(f"warning: {onnx_path.name} was exported from a different .pth than {pth.name}")
@@ -192,7 +197,8 @@ def main() -> None:
     print(f"cpu: {cpu_description()}, {os.cpu_count()} logical cores, load average {os.getloadavg()[0]:.1f}")
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime {ort.__version__} "
           f"({ort_threads} intra-op threads), numpy BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}")
-    print(f"model: {meta.name}  input {size}x{size}  .pth {dets['mmdet'].model_id}  .onnx {dets['onnx'].model_id}")
+    print(f"model: {meta.name}  input {size}x{size}  .pth {dets['mmdet'].model_id}  .onnx {dets['onnx'].model_id}  "
+          f"flip test {'on (3 network passes per detect)' if passes == 3 else 'off'}")
 
     rng = np.random.default_rng(0)
     cases = {
@@ -227,7 +233,7 @@ def main() -> None:
         ("mmdet forward", fwd_ms["mmdet"]), ("onnx forward", fwd_ms["onnx"]),
         ("mmdet detect()", medians[first]["mmdet"]), ("onnx detect()", medians[first]["onnx"]),
     ):
-        rate = gflop / (ms / 1000)
+        rate = gflop * (passes if "detect" in label else 1) / (ms / 1000)
         print(f"  {label:24s} {ms:8.1f} {rate:8.1f} {rate / best_peak:8.0%}")
     print(f"  (detect() rows: the {first} case; forward ratio mmdet/onnx {fwd_ms['mmdet'] / fwd_ms['onnx']:.2f}x)")
 
