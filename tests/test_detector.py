@@ -70,9 +70,9 @@ def test_boxes_map_back_through_the_resize(detector, scratch_image):
     """The same picture at twice the size gives the same boxes, twice as large."""
     image, _ = scratch_image
     big = cv2.resize(image, (400, 400), interpolation=cv2.INTER_LINEAR)
-    small_top = detector.detect(image, threshold=0.01)[0]
-    big_top = detector.detect(big, threshold=0.01)[0]
-    assert big_top.label == small_top.label
+    # The strongest scratch box in each (the texture also yields weak pit guesses).
+    small_top = next(d for d in detector.detect(image, threshold=0.01) if d.label == "scratch")
+    big_top = next(d for d in detector.detect(big, threshold=0.01) if d.label == "scratch")
     assert np.allclose(np.array(big_top.box) / 2, small_top.box, atol=4)
 
 
@@ -149,7 +149,7 @@ def test_numpy_decoding_matches_mmdetection(scratch_image):
     import torch
     from mmdet.structures import DetDataSample
 
-    detector = Detector(DEFAULT_TORCH_MODEL, device="cpu")
+    detector = Detector(DEFAULT_TORCH_MODEL, device="cpu", flip_test=False)  # predict() runs one pass
     image, _ = scratch_image
     size = detector.metadata.input_size
     ours = detector.detect(image, threshold=0.05)
