@@ -170,11 +170,11 @@ def main() -> None:
     import torch
 
     from detector import Detector
-    from detector.api import DEFAULT_MODEL
+    from detector.api import DEFAULT_TORCH_MODEL
     from detector.export import export_onnx
 
     torch.set_num_threads(threads)
-    pth = args.model or DEFAULT_MODEL
+    pth = args.model or DEFAULT_TORCH_MODEL
     tmp = tempfile.TemporaryDirectory(prefix="bench-onnx-")
     onnx_path = args.onnx
     if onnx_path is None:

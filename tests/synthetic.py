@@ -55,8 +55,8 @@ def make_voc_dataset(root: Path, n_images: int = 12, size: int = 128, seed: int 
 def camera_frame(defect: bool, seed: int, size: tuple[int, int] = (320, 240)) -> np.ndarray:
     """A BGR "camera" frame of a polished part, with one long bright scratch when `defect`.
 
-    The shipped model scores these scratches about 0.4-0.5 and finds nothing
-    above 0.15 on the clean ones (checked when this was written; tests assert it).
+    The shipped model finds the scratch above 0.3 and nothing above 0.3 on the
+    clean ones (the station tests assert exactly that).
     """
     rng = np.random.default_rng(seed)
     w, h = size
