@@ -44,6 +44,12 @@ def render_model_card(model: ModelFile, model_path: Path) -> str:
         "- Inference: " + ("flip test on (heatmaps and sizes averaged over the picture and its horizontal and "
                            "vertical mirror images: one 3x batch per picture)" if meta.flip_test else "single pass"),
         f"- Pretrained start: {train.get('pretrained', 'n/a')}",
+        *[f"  - fine-tuned from: `{st.get('name')}` (sha256 `{st.get('sha256')}…`, {st.get('config')}, "
+          f"{(st.get('train_seconds') or 0) / 60:.1f} min, {st.get('epochs_run')} epochs, started from "
+          f"{st.get('pretrained')}): `{st.get('command')}`" for st in reversed(train.get("lineage", []))],
+        *([f"- Training time of all stages together: "
+           f"{(train.get('train_seconds', 0) + sum(st.get('train_seconds') or 0 for st in train['lineage'])) / 60:.1f} min"]
+          if train.get("lineage") else []),
         f"- Config: `detector/configs/{train.get('config', '?')}.py`",
         "",
         "## Training",

@@ -258,6 +258,8 @@ def run(args: argparse.Namespace) -> int:
         "dataset": json.loads(summary_path.read_text()) if summary_path.is_file() else {},
     }
     training["command"] = "python -m detector " + " ".join(getattr(args, "argv", None) or sys.argv[1:])
+    if args.init_from:
+        training["lineage"] = model_lineage(args.init_from)
     training["hardware"] = _hardware()
     # Written twice on purpose: validation runs the finished model file through
     # `Detector` (the station's own path), then its results go into the file.
@@ -273,6 +275,20 @@ def run(args: argparse.Namespace) -> int:
     print("validation AP50: " + ", ".join(f"{k} {v['ap50']:.3f}" for k, v in validation["classes"].items())
           + f"; mAP50 {validation['map50']:.3f}")
     return 0
+
+
+def model_lineage(parent_path: Path) -> list[dict]:
+    """The training stages a fine-tune builds on, oldest first (for the model card)."""
+    from detector.model_file import load_model_file
+
+    parent = load_model_file(parent_path)
+    t = parent.metadata.training
+    stage = {
+        "name": parent.metadata.name, "sha256": parent.sha256[:16], "config": t.get("config"),
+        "pretrained": t.get("pretrained"), "epochs_run": t.get("epochs_run"), "train_seconds": t.get("train_seconds"),
+        "command": t.get("command"), "created": parent.metadata.created,
+    }
+    return [*t.get("lineage", []), stage]
 
 
 def _earlier_training_seconds(model_path: Path) -> float:

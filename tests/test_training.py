@@ -78,6 +78,10 @@ def test_fine_tune_from_a_station_model_file(trained):
     assert main([*args, "--epochs", "1", "--init-from", str(start), "--out", str(out)]) == 0
     meta = load_model_file(out).metadata
     assert meta.training["pretrained"] == "model file model.pth"
+    start_meta = load_model_file(start)
+    (stage,) = meta.training["lineage"]  # the card can tell what this fine-tune builds on
+    assert stage["sha256"] == start_meta.sha256[:16] and stage["train_seconds"] == start_meta.metadata.training["train_seconds"]
+    assert "Training time of all stages together" in out.with_suffix(".md").read_text()
     # MMEngine loaded exactly the start model's weights (not ImageNet's) before training.
     init = torch.load(root / "tuned_work" / "init_weights.pth", weights_only=True)["state_dict"]
     start_state = load_model_file(start).state_dict
