@@ -76,10 +76,11 @@ class Inspector:
             self._log(result, operator)
         return result
 
-    def annotate(self, result: InspectionResult, threshold: float | None = None) -> np.ndarray:
-        verdict = result.verdict if threshold is None else result.rejudged(threshold, self.rule)
+    def annotate(self, result: InspectionResult, verdict: Verdict | None = None, badge: bool = True) -> np.ndarray:
+        """The frame with the region and boxes (and the verdict badge), as judged by `verdict`."""
+        verdict = verdict or result.verdict
         return draw_overlay(result.frame, result.detections, verdict.shown, self.colours, result.roi,
-                            verdict.failing, verdict.verdict)
+                            verdict.failing, verdict.verdict if badge else None)
 
     def _log(self, result: InspectionResult, operator: str) -> None:
         meta = self.detector.metadata

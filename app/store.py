@@ -345,11 +345,6 @@ class InspectionStore:
         out["detections"] = [dict(d) for d in dets]
         return out
 
-    def recent(self, limit: int = 20) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._conn.execute("SELECT * FROM inspections ORDER BY id DESC LIMIT ?", (int(limit),)).fetchall()
-        return [dict(r) for r in rows]
-
     def resolve(self, relative: str | None) -> Path | None:
         """The file a row's image_path/annotated_path names."""
         if not relative:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,11 +113,3 @@ def judge(detections: Sequence[Detection], threshold: float, rule: VerdictRule) 
     shown = tuple(i for i, d in enumerate(detections) if d.score >= threshold)
     failing = tuple(i for i in shown if rule.fails(detections[i]))
     return Verdict(FAIL if failing else PASS, shown, failing)
-
-
-def count_by_class(detections: Iterable[Detection], indices: Iterable[int]) -> dict[str, int]:
-    dets = list(detections)
-    counts: dict[str, int] = {}
-    for i in indices:
-        counts[dets[i].label] = counts.get(dets[i].label, 0) + 1
-    return counts

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -60,3 +63,40 @@ def write_video(path: Path, n_frames: int = 30, fps: float = 15.0) -> Path:
         writer.write(camera_frame(True, seed=i))
     writer.release()
     return path
+
+
+def run_app(*args: str, stdin: str = "", timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m app ARGS` in a fresh interpreter, as a user or a scheduled job runs it."""
+    return subprocess.run([sys.executable, "-m", "app", *args], cwd=REPO, input=stdin, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+
+
+class FlakyCamera:
+    """A camera that stops after `frames` frames, then refuses `failed_opens` reconnects, then works."""
+
+    live = True
+
+    def __init__(self, frames: int = 3, failed_opens: int = 0, name: str = "flaky camera"):
+        self.name, self.frames, self.failed_opens = name, frames, failed_opens
+        self.opens = 0
+        self.reads = 0
+
+    def open(self):
+        self.opens += 1
+        self.reads = 0
+        if 2 <= self.opens <= 1 + self.failed_opens:
+            from app.sources import SourceError
+
+            raise SourceError(f"cannot open {self.name}")
+
+    def read(self):
+        self.reads += 1
+        if self.opens == 1 and self.reads > self.frames:
+            from app.sources import SourceError
+
+            raise SourceError(f"{self.name} stopped delivering frames")
+        time.sleep(0.01)
+        return np.full((240, 320, 3), 120, np.uint8)
+
+    def close(self):
+        pass

@@ -5,16 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import REPO
+from conftest import run_app
 
 from app import reports
 from app.cli import main as cli_main
@@ -210,10 +207,8 @@ def test_cli_export_csv(log_db, tmp_path):
     config = tmp_path / "station.json"
     config.write_text(json.dumps({"shifts": [{"name": n, "start": t} for n, t in SHIFTS]}), encoding="utf-8")
     # The system's time zone by default, DST rules and all (TZ as a scheduled job on the station would have it).
-    r = subprocess.run([sys.executable, "-m", "app", "export-csv", "--db", str(log_db), "--from", "2026-11-02",
-                        "--to", "2026-11-04", "--out", str(out), "--config", str(config)],
-                       cwd=REPO, capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "PYTHONPATH": str(REPO), "TZ": "Europe/Berlin"})
+    r = run_app("export-csv", "--db", str(log_db), "--from", "2026-11-02", "--to", "2026-11-04", "--out", str(out),
+                "--config", str(config), env={"TZ": "Europe/Berlin"})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "wrote 7 summary rows (per shift)" in r.stdout and " s" in r.stdout
     rows = read_csv(out)
@@ -245,14 +240,6 @@ def test_cli_export_csv_errors(log_db, tmp_path, capsys, args, message):
     assert cli_main(["export-csv", *args, "--out", str(out)]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists() and not missing.parent.exists()  # nothing written, no database created
-
-
-def test_reports_do_not_import_qt():
-    code = ("import sys, app.reports, app.export_csv;"
-            "qt = [m for m in sys.modules if m.startswith(('PySide6', 'shiboken6', 'pyqtgraph'))];"
-            "print(qt); sys.exit(1 if qt else 0)")
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_csv_bytes_are_locale_free():

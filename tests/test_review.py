@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import run_app
 
 from app.review import GalleryFilter, ReviewService, export_training_set, gallery_count, gallery_page
 from app.roi import Roi
@@ -122,11 +119,6 @@ def test_users_pins_are_salted_hashes_and_changes_audited(store):
     assert verify_secret("1234", hash_secret("1234")) and not verify_secret("1234", "garbage")
     actions = [r[0] for r in store.query("SELECT action FROM audit ORDER BY id")]
     assert actions == ["user.add", "user.add", "user.role", "user.disable"]
-
-
-def run_app(*args, stdin=""):
-    return subprocess.run([sys.executable, "-m", "app", *args], cwd=REPO, input=stdin, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
 def test_users_command(tmp_path):

@@ -14,12 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO, write_video
+from conftest import REPO, FlakyCamera, run_app, write_video
 
 from app.inspection import Inspector
 from app.roi import Roi, crop, to_frame
 from app.settings import StationSettings, load_settings, save_settings
-from app.sources import ENDED, LIVE, RECONNECTING, FrameSource, ImageFilesSource, LiveFeed, SourceError, open_source
+from app.sources import ENDED, LIVE, RECONNECTING, ImageFilesSource, LiveFeed, SourceError, open_source
 from app.store import SCHEMA_VERSION, InspectionStore, StoreError
 from app.verdict import FAIL, PASS, ClassRule, VerdictRule, judge
 from detector import Detection, Detector
@@ -31,13 +31,9 @@ def detector() -> Detector:
     return Detector()
 
 
-def run_app(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)})
-
-
 def test_core_modules_do_not_import_qt():
-    code = ("import sys, app.inspection, app.store, app.verdict, app.sources, app.settings, app.headless, app.cli;"
+    code = ("import sys, app.inspection, app.store, app.verdict, app.sources, app.settings, app.headless, app.cli,"
+            " app.review, app.users, app.reports, app.export_csv;"
             "qt = [m for m in sys.modules if m.startswith(('PySide6', 'shiboken6', 'pyqtgraph'))];"
             "print(qt); sys.exit(1 if qt else 0)")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
@@ -210,27 +206,6 @@ def test_live_feed_keeps_only_the_newest_frame(tmp_path):
         assert feed.state == LIVE and feed.fps() > 1
     finally:
         feed.stop()
-
-
-class FlakyCamera(FrameSource):
-    """Delivers 3 frames, then fails like an unplugged camera; works again after reopening."""
-
-    name = "flaky camera"
-
-    def __init__(self):
-        self.opens = 0
-        self.reads = 0
-
-    def open(self):
-        self.opens += 1
-        self.reads = 0
-
-    def read(self):
-        self.reads += 1
-        if self.opens == 1 and self.reads > 3:
-            raise SourceError("camera unplugged")
-        time.sleep(0.01)
-        return np.zeros((8, 8, 3), np.uint8)
 
 
 def test_live_feed_reconnects_after_the_camera_is_lost():

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, write_video
+from conftest import REPO, FlakyCamera, write_video
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QColor
 
 from app.settings import StationSettings, load_settings
-from app.sources import FrameSource, SourceError
 from app.ui.station_window import NO_CAMERA_HINT, StationWindow
 from app.verdict import ClassRule, VerdictRule
 from detector import Detector
@@ -140,32 +139,9 @@ def test_video_file_plays_as_a_camera_with_continuous_mode(qtbot, make_window, t
     assert window.feed.latest().seq > window.inspections_done
 
 
-class UnpluggedCamera(FrameSource):
-    name = "usb camera"
-
-    def __init__(self):
-        self.opens = 0
-        self.reads = 0
-
-    def open(self):
-        self.opens += 1
-        self.reads = 0
-        if 2 <= self.opens <= 3:
-            raise SourceError("cannot open camera 0")
-
-    def read(self):
-        self.reads += 1
-        if self.opens == 1 and self.reads > 5:
-            raise SourceError("usb camera stopped delivering frames")
-        import time
-
-        time.sleep(0.02)
-        return np.full((240, 320, 3), 120, np.uint8)
-
-
 def test_lost_camera_shows_reconnecting_and_comes_back(qtbot, make_window):
     window = make_window()
-    camera = UnpluggedCamera()
+    camera = FlakyCamera(frames=5, failed_opens=2, name="usb camera")
     window.use_source(camera)
     qtbot.waitUntil(lambda: "reconnecting" in window.view.banner(), timeout=WAIT_MS)
     assert "reconnecting" in window.source_label.text()

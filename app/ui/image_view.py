@@ -33,7 +33,6 @@ class ImageView(QWidget):
         super().__init__(parent)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(320, 240)
-        self.setMouseTracking(False)
         self._image: QImage | None = None
         self._frame_size: tuple[int, int] | None = None
         self._roi: Roi | None = None
@@ -61,9 +60,6 @@ class ImageView(QWidget):
 
     def image(self) -> QImage | None:
         return self._image
-
-    def frame_size(self) -> tuple[int, int] | None:
-        return self._frame_size
 
     def set_roi(self, roi: Roi | None) -> None:
         self._roi = roi

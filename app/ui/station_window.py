@@ -38,7 +38,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.inspection import DETECTION_FLOOR, InspectionResult, Inspector
-from app.overlay import as_bgr, draw_overlay
+from app.overlay import as_bgr
 from app.review import record_setting_change
 from app.roi import Roi
 from app.settings import StationSettings, save_settings
@@ -505,7 +505,7 @@ class StationWindow(QMainWindow):
         if r is None or self.inspector is None:
             return
         verdict = r.rejudged(self.threshold, self.inspector.rule)
-        overlay = draw_overlay(r.frame, r.detections, verdict.shown, self.inspector.colours, r.roi, verdict.failing)
+        overlay = self.inspector.annotate(r, verdict, badge=False)  # the big label shows the verdict
         self.view.set_image(overlay, (r.frame.shape[1], r.frame.shape[0]), show_roi=False)
         self._set_verdict(verdict.verdict)
         self.detections_list.clear()
