@@ -46,14 +46,22 @@ print(int(hwm.split()[1]), "torch" in sys.modules)
 
 
 def model_macs(onnx_path: Path) -> dict[str, int]:
-    """Multiply-accumulates per image of the graph's Conv/ConvTranspose/Gemm/MatMul nodes, by op type."""
+    """Multiply-accumulates per image of the graph's Conv/ConvTranspose/Gemm/MatMul nodes, by op type.
+
+    Convolutions count one MAC per nonzero weight per output (Conv) or input
+    (ConvTranspose) position: the model's work, whatever form the graph takes
+    (the merged heads' block-diagonal 1x1 conv holds zeros that are not work).
+    """
     import numpy as np
     import onnx
+
+    from detector.onnx_graph import constant_values
 
     model = onnx.load(str(onnx_path))
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1  # one image
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
+    values = constant_values(model.graph)
+    shapes = {name: v.shape for name, v in values.items()}
     for info in (*model.graph.input, *model.graph.value_info, *model.graph.output):
         dims = info.type.tensor_type.shape.dim
         shapes[info.name] = tuple(d.dim_value for d in dims)
@@ -62,15 +70,11 @@ def model_macs(onnx_path: Path) -> dict[str, int]:
         op = node.op_type
         if op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
             continue
-        if op == "Conv":
-            # weight (M, C/g, kh, kw); every output value costs C/g * kh * kw MACs
-            # (the per-group weight shape already accounts for grouped/depthwise convs)
-            w, out = shapes[node.input[1]], shapes[node.output[0]]
-            n = int(np.prod(out)) * int(np.prod(w[1:]))
-        elif op == "ConvTranspose":
-            # weight (C, M/g, kh, kw); every input value is scattered over M/g * kh * kw outputs
-            w, inp = shapes[node.input[1]], shapes[node.input[0]]
-            n = int(np.prod(inp)) * int(np.prod(w[1:]))
+        if op in ("Conv", "ConvTranspose"):
+            # weight (M, C/g, kh, kw) for Conv, (C, M/g, kh, kw) for ConvTranspose: every
+            # weight element is used once per output / input position (per image).
+            positions = shapes[node.output[0] if op == "Conv" else node.input[0]][2:]
+            n = int(np.prod(positions)) * int(np.count_nonzero(values[node.input[1]]))
         else:
             a, out = shapes[node.input[0]], shapes[node.output[0]]
             transposed = next((x.i for x in node.attribute if x.name == "transA"), 0)

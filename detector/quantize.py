@@ -7,10 +7,11 @@ real training pictures, preprocessed by the very function `Detector` uses
 station sees. The result is still an ONNX file with the same input/outputs and
 metadata, so `Detector("model.int8.onnx")` runs it unchanged.
 
-Steps: `quant_pre_process` (ONNX Runtime graph optimisation, which folds the
-neck's BatchNorms into their ConvTransposes, plus shape inference); the neck's
-ConvTransposes rewritten as exact Conv + DepthToSpace so they run in int8 too
-(`deconvs_to_convs`, checked against the fp32 graph); calibration; quantization
+Steps: `quant_pre_process` (ONNX Runtime graph optimisation plus shape
+inference); the exact rewrites of `detector.onnx_graph` for files exported
+before `export` applied them (the neck's ConvTransposes have no integer kernel;
+as phase convs they run in int8 too; checked against the fp32 graph);
+calibration; quantization
 (QDQ: ONNX Runtime fuses each DequantizeLinear -> op -> QuantizeLinear group into
 an integer kernel when it loads the file), with the heatmap's last Conv and
 Sigmoid left fp32 (`heatmap_nodes`); metadata; a fp32-vs-int8 heatmap check on
@@ -42,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from detector.model_file import ONNX_INPUT, ONNX_OUTPUTS, ModelMetadata, metadata_from_onnx_props
+from detector.onnx_graph import optimize_for_cpu
 
 DEFAULT_COUNT = 100
 # Chosen by measurement (MobileNetV2 CenterNet, AVX-512 VNNI cores, onnxruntime 1.32):
@@ -70,7 +72,7 @@ class QuantizeResult:
     fp32_size_bytes: int
     calibration_count: int
     fp32_nodes: list[str]  # nodes left unquantized on purpose
-    deconvs_rewritten: int  # ConvTransposes rewritten to quantizable Conv + DepthToSpace
+    rewrites: dict[str, int]  # exact graph rewrites applied here (see detector.onnx_graph)
     # fp32 vs int8 on CHECK_PICTURES calibration pictures
     heatmap_correlation: float
     heatmap_max_diff: float
@@ -144,14 +146,16 @@ def _reader(pictures: Sequence[Path], metadata: ModelMetadata):
 
 
 def heatmap_nodes(model) -> list[str]:
-    """Names of the nodes from the heatmap head's last Conv to the `heatmap` output (Conv, Sigmoid).
+    """Names of the nodes from the heatmap head's last Conv to the `heatmap` output (Conv, [Split,] Sigmoid).
 
     They stay fp32: an 8-bit heatmap has only 256 levels, so neighbouring
     positions tie, and the decoder's 3x3 local-maximum test then keeps every
     tied position as a separate peak: duplicate detections (measured: AP50 of
     pits 52 -> 40 with the heatmap quantized, 46 with these two nodes in fp32,
     same calibration). They cost ~1 % of the int8 run time. The size/offset
-    convs are quantized: keeping them fp32 measured no AP difference.
+    convs are quantized: keeping them fp32 measured no AP difference. With the
+    heads merged (`detector.onnx_graph.merge_head_convs`) that last Conv computes
+    all three heads' outputs, which a Split then separates.
     """
     producer = {out: node for node in model.graph.node for out in node.output}
     names = []
@@ -160,92 +164,10 @@ def heatmap_nodes(model) -> list[str]:
         names.append(node.name)
         if node.op_type == "Conv":
             return names
-        # step back through single-input activations (Sigmoid, Identity)
-        node = producer.get(node.input[0]) if len(node.input) == 1 else None
+        # step back through activations (Sigmoid, Identity) and the merged heads' Split
+        single = len(node.input) == 1 or node.op_type == "Split"
+        node = producer.get(node.input[0]) if single else None
     raise ValueError("cannot find the convolution computing the heatmap output")
-
-
-# Kernel tap of a ConvTranspose(kernel 4, stride 2, pad 1) that feeds output
-# phase a (row 2m + a) from input row m - 1 + r, for the rows r = 0, 1, 2 of a
-# 3x3 window (None: that row does not contribute). From o = 2i - 1 + k.
-_DECONV_TAPS = {0: (3, 1, None), 1: (None, 2, 0)}
-
-
-def deconvs_to_convs(model) -> int:
-    """Rewrite each ConvTranspose(4x4, stride 2, pad 1) as Conv(3x3, 4x channels) + DepthToSpace; count them.
-
-    ONNX Runtime has no integer ConvTranspose kernel, so the neck's three
-    upsampling layers would stay fp32 between a DequantizeLinear and a
-    QuantizeLinear: about a quarter of the int8 run time. The same arithmetic as
-    one 3x3 convolution giving the four output phases as channel groups, then a
-    DepthToSpace that interleaves them, is exact in fp32 and runs as an integer
-    QLinearConv (2.25x the multiplies, the zero taps included, but ~6x the
-    throughput) with the pixel shuffle done on uint8. A Relu right after moves
-    before the DepthToSpace (it commutes with a permutation) so it fuses with the conv.
-    """
-    from onnx import helper, numpy_helper
-
-    graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    outputs = {o.name for o in graph.output}
-    nodes, dropped, count = [], set(), 0
-    for node in graph.node:
-        if node.name in dropped:
-            continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if not (
-            node.op_type == "ConvTranspose"
-            and list(attrs.get("kernel_shape", [])) == [4, 4]
-            and list(attrs.get("strides", [])) == [2, 2]
-            and list(attrs.get("pads", [])) == [1, 1, 1, 1]
-            and attrs.get("group", 1) == 1
-            and list(attrs.get("dilations", [1, 1])) == [1, 1]
-            and not any(attrs.get("output_padding", [])) and "output_shape" not in attrs
-            and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
-            and node.input[1] in inits and (len(node.input) < 3 or not node.input[2] or node.input[2] in inits)
-        ):
-            nodes.append(node)
-            continue
-        w = numpy_helper.to_array(inits[node.input[1]])  # (Cin, Cout, 4, 4)
-        cin, cout = w.shape[:2]
-        bias = numpy_helper.to_array(inits[node.input[2]]) if len(node.input) > 2 and node.input[2] else np.zeros(cout, w.dtype)
-        phases = np.zeros((2, 2, cout, cin, 3, 3), w.dtype)  # (row phase, column phase, Cout, Cin, 3, 3)
-        for a in (0, 1):
-            for c in (0, 1):
-                for r, kr in enumerate(_DECONV_TAPS[a]):
-                    for q, kc in enumerate(_DECONV_TAPS[c]):
-                        if kr is not None and kc is not None:
-                            phases[a, c, :, :, r, q] = w[:, :, kr, kc].T
-        # DepthToSpace "DCR" reads channel (a * 2 + c) * Cout + co into out[co, 2h + a, 2w + c].
-        weight = numpy_helper.from_array(phases.reshape(4 * cout, cin, 3, 3), node.name + "/phases.weight")
-        b = numpy_helper.from_array(np.tile(bias, 4).astype(w.dtype), node.name + "/phases.bias")
-        graph.initializer.extend([weight, b])
-        conv_out = node.output[0] + "/phases"
-        nodes.append(helper.make_node("Conv", [node.input[0], weight.name, b.name], [conv_out],
-                                      name=node.name + "/phases", kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
-        final = node.output[0]
-        after = consumers.get(node.output[0], [])
-        if final not in outputs and len(after) == 1 and after[0].op_type == "Relu":
-            relu = after[0]
-            dropped.add(relu.name)
-            nodes.append(helper.make_node("Relu", [conv_out], [conv_out + "/relu"], name=relu.name))
-            conv_out, final = conv_out + "/relu", relu.output[0]
-        nodes.append(helper.make_node("DepthToSpace", [conv_out], [final], name=node.name + "/depth_to_space",
-                                      blocksize=2, mode="DCR"))
-        count += 1
-    if count:
-        del graph.node[:]
-        graph.node.extend(nodes)
-        used = {name for node in graph.node for name in node.input}
-        kept = [t for t in graph.initializer if t.name in used]
-        del graph.initializer[:]
-        graph.initializer.extend(kept)
-        del graph.value_info[:]  # stale shapes of the replaced tensors; inferred again by the caller
-    return count
 
 
 def _settings(quant_format: str, activations: str, calibration: str):
@@ -274,7 +196,7 @@ def _check_same_outputs(before: bytes, after: bytes, metadata: ModelMetadata) ->
     for name, a, b in zip(ONNX_OUTPUTS, *runs):
         allowed = REGRESSION_TOL * max(1.0, float(np.max(np.abs(a))))
         if not np.max(np.abs(a - b)) <= allowed:
-            raise ValueError(f"internal error: the ConvTranspose rewrite changed the {name} output "
+            raise ValueError(f"internal error: a graph rewrite changed the {name} output "
                              f"by {np.max(np.abs(a - b)):.3g}")
 
 
@@ -304,7 +226,6 @@ def quantize_onnx(
     per_channel: bool = True,
     calibration: str = DEFAULT_CALIBRATION,
     fp32_heatmap: bool = True,
-    int8_deconvs: bool = True,
     exclude: Sequence[str] = (),
     preprocess: bool = True,
     calibration_source: str = "",
@@ -313,8 +234,7 @@ def quantize_onnx(
     """Quantize the fp32 station ONNX model at `model_path` to `out`, calibrated on `pictures`.
 
     `fp32_heatmap` keeps the heatmap's last Conv and Sigmoid in fp32 (see
-    `heatmap_nodes`); `int8_deconvs` rewrites the neck's ConvTransposes so they
-    quantize (see `deconvs_to_convs`); `exclude` names further nodes to keep fp32; `extra_options`
+    `heatmap_nodes`); `exclude` names further nodes to keep fp32; `extra_options`
     go to ONNX Runtime's `quantize_static` (e.g. {"CalibPercentile": 99.99}).
 
     Raises FileNotFoundError / ValueError for a bad model or pictures, or an
@@ -347,8 +267,8 @@ def quantize_onnx(
         else:
             prepared.write_bytes(fp32_bytes)
         graph = onnx.load(str(prepared))
-        rewritten = deconvs_to_convs(graph) if int8_deconvs else 0
-        if rewritten:
+        rewrites = {k: v for k, v in optimize_for_cpu(graph).items() if v}
+        if rewrites:
             graph = onnx.shape_inference.infer_shapes(graph)
             _check_same_outputs(prepared.read_bytes(), graph.SerializeToString(), metadata)
             onnx.save(graph, str(prepared))
@@ -379,7 +299,7 @@ def quantize_onnx(
         "calibration_count": len(pictures),
         "calibration_source": calibration_source,
         "fp32_nodes": fp32_nodes,
-        "deconvs_as_convs": rewritten,
+        "graph_rewrites": rewrites,
         "fp32_model_sha256": hashlib.sha256(fp32_bytes).hexdigest(),
         "fp32_model_file": model_path.name,
         "quantized": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -413,7 +333,7 @@ def quantize_onnx(
         fp32_size_bytes=len(fp32_bytes),
         calibration_count=len(pictures),
         fp32_nodes=fp32_nodes,
-        deconvs_rewritten=rewritten,
+        rewrites=rewrites,
         heatmap_correlation=corr,
         heatmap_max_diff=max_diff,
         settings={k: str(info[k]) for k in ("format", "activations", "weights", "calibration")},
@@ -457,8 +377,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--int8-heatmap", action="store_true",
                    help="quantize the heatmap's last Conv and Sigmoid too (by default fp32: 8-bit scores tie "
                         "and give duplicate peaks)")
-    p.add_argument("--fp32-deconvs", action="store_true",
-                   help="leave the neck's ConvTransposes as they are (fp32; by default rewritten so they run in int8)")
     p.set_defaults(func=run)
     return p
 
@@ -484,7 +402,6 @@ def run(args: argparse.Namespace) -> int:
             per_channel=not args.per_tensor,
             calibration=args.calibration,
             fp32_heatmap=not args.int8_heatmap,
-            int8_deconvs=not args.fp32_deconvs,
             exclude=args.keep_fp32,
             calibration_source=f"{args.calib} (seed {args.seed})",
         )
@@ -500,7 +417,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, fp32 {result.fp32_size_bytes / 1e6:.1f} MB; "
           f"{s['format']}, {s['activations']} activations, {s['weights']} weights, "
           f"{s['calibration']} on {result.calibration_count} pictures{kept}"
-          + (f"; {result.deconvs_rewritten} ConvTranspose(s) as Conv + DepthToSpace" if result.deconvs_rewritten else "")
+          + (f"; graph rewrites {result.rewrites}" if result.rewrites else "")
           + "); "
           f"heatmap vs fp32 on {CHECK_PICTURES} of them: correlation {result.heatmap_correlation:.4f}, "
           f"max difference {result.heatmap_max_diff:.3f}")
