@@ -77,6 +77,8 @@ class Detector:
         self.model_path = Path(model_path) if model_path is not None else default_model_path()
         self._backend = open_backend(self.model_path, device, threads)
         self.flip_test = self._backend.metadata.flip_test if flip_test is None else bool(flip_test)
+        # Class-wise NMS IoU of the decoded boxes, as the model file says (None: off).
+        self.nms_iou: float | None = self._backend.metadata.nms_iou
 
     @property
     def metadata(self) -> ModelMetadata:
@@ -117,6 +119,7 @@ class Detector:
                 image_size=(grey.shape[1], grey.shape[0]),
                 class_names=self.metadata.class_names,
                 threshold=threshold,
+                nms_iou=self.nms_iou,
             )
             for i, grey in enumerate(greys)
         ]

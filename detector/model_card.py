@@ -42,7 +42,9 @@ def render_model_card(model: ModelFile, model_path: Path) -> str:
         f"input {meta.input_size}x{meta.input_size} grey (letterboxed, replicated to 3 channels)",
         f"- Classes: {', '.join(meta.class_names)}; default threshold {meta.default_threshold}",
         "- Inference: " + ("flip test on (heatmaps and sizes averaged over the picture and its horizontal and "
-                           "vertical mirror images: one 3x batch per picture)" if meta.flip_test else "single pass"),
+                           "vertical mirror images: one 3x batch per picture)" if meta.flip_test else "single pass")
+        + (f"; class-wise NMS of the boxes at IoU {meta.nms_iou}" if meta.nms_iou is not None
+           else "; no NMS (every heatmap peak is a box)"),
         f"- Pretrained start: {train.get('pretrained', 'n/a')}",
         *[f"  - fine-tuned from: `{st.get('name')}` (sha256 `{st.get('sha256')}…`, {st.get('config')}, "
           f"{(st.get('train_seconds') or 0) / 60:.1f} min, {st.get('epochs_run')} epochs, started from "
@@ -78,7 +80,8 @@ def render_model_card(model: ModelFile, model_path: Path) -> str:
         f"IoU {val.get('iou_threshold', 0.5)}; AP50 = area under the precision-recall curve (all-point "
         "interpolation), `difficult` boxes ignored; AP = COCO mAP@[.5:.95]. The best epoch was picked on this "
         "same split, so the figures lean slightly optimistic. "
-        f"Measured {'with' if val.get('flip_test') else 'without'} flip test.",
+        f"Measured {'with' if val.get('flip_test') else 'without'} flip test, "
+        + (f"with NMS at IoU {val['nms_iou']}." if val.get("nms_iou") else "without NMS."),
         "",
         "| class | AP50 | AP@[.5:.95] | GT boxes |",
         "|---|---|---|---|",

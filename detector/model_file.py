@@ -41,6 +41,9 @@ class ModelMetadata:
     # Average the network's maps over the picture and its mirror images
     # (detector.api.forward_with_flips): more accurate boxes, 3x the compute.
     flip_test: bool = False
+    # Class-wise NMS of the decoded boxes at this IoU (detector.centernet_decode);
+    # None: every heatmap peak is a detection (files made before this setting).
+    nms_iou: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -62,9 +65,29 @@ class ModelMetadata:
                 created=str(d.get("created", "")),
                 training=dict(d.get("training", {})),
                 flip_test=bool(d.get("flip_test", False)),
+                nms_iou=None if d.get("nms_iou") is None else _iou_setting(d["nms_iou"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"model metadata is incomplete or malformed: {exc}") from exc
+
+
+def _iou_setting(value: Any) -> float:
+    iou = float(value)
+    if not 0.0 < iou <= 1.0:
+        raise ValueError(f"nms_iou must be within (0, 1], got {value!r}")
+    return iou
+
+
+def nms_iou_argument(text: str) -> float | None:
+    """argparse type of the --nms-iou options: an IoU in (0, 1], or 'off' (None)."""
+    import argparse
+
+    if text.strip().lower() == "off":
+        return None
+    try:
+        return _iou_setting(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an IoU within (0, 1] or 'off', got {text!r}") from None
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """`python -m detector model`: show a model file's metadata, change how it runs, re-validate.
 
     python -m detector model MODEL.pth                       # print metadata and validation
-    python -m detector model MODEL.pth --flip-test on --validate runs/data/val
+    python -m detector model MODEL.pth --flip-test on --nms-iou 0.5 --validate runs/data/val
 
-Changing how a model runs (flip test, default threshold) changes its accuracy,
+Changing how a model runs (flip test, NMS, default threshold) changes its accuracy,
 so the card's validation figures are re-measured (`--validate`) or dropped.
 """
 
@@ -14,6 +14,8 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+
+from detector.model_file import nms_iou_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("model", type=Path, help="station model file (.pth)")
     p.add_argument("--flip-test", choices=["on", "off"],
                    help="average over mirror images at inference (more accurate, 3x the compute)")
+    p.add_argument("--nms-iou", type=nms_iou_argument, default=argparse.SUPPRESS, metavar="IOU|off",
+                   help="class-wise NMS of the decoded boxes at this IoU, or 'off' (every heatmap peak is a box)")
     p.add_argument("--threshold", type=float, help="default confidence threshold (0..1)")
     p.add_argument("--name", help="model name")
     p.add_argument("--validate", type=Path, metavar="SPLIT_DIR",
@@ -46,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     changes = {}
     if args.flip_test is not None:
         changes["flip_test"] = args.flip_test == "on"
+    if hasattr(args, "nms_iou"):  # given (SUPPRESS: absent otherwise); None means off
+        changes["nms_iou"] = args.nms_iou
     if args.threshold is not None:
         if not 0.0 <= args.threshold <= 1.0:
             print(f"error: --threshold must be within 0..1, got {args.threshold}", file=sys.stderr)
@@ -55,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         changes["name"] = args.name
     if changes or args.validate:
         training = dict(meta.training)
-        if any(k in changes for k in ("flip_test", "default_threshold")) and not args.validate:
+        if any(k in changes for k in ("flip_test", "nms_iou", "default_threshold")) and not args.validate:
             training.pop("validation", None)  # measured under other settings: no longer true
             print("note: validation figures dropped (they were measured with other settings); use --validate",
                   file=sys.stderr)
@@ -72,9 +78,11 @@ def run(args: argparse.Namespace) -> int:
         model = load_model_file(args.model)
     meta = model.metadata
     print(f"{args.model}: {meta.name}, classes {', '.join(meta.class_names)}, input {meta.input_size}, "
-          f"threshold {meta.default_threshold}, flip test {'on' if meta.flip_test else 'off'}, created {meta.created}")
+          f"threshold {meta.default_threshold}, flip test {'on' if meta.flip_test else 'off'}, "
+          f"NMS {meta.nms_iou if meta.nms_iou is not None else 'off'}, created {meta.created}")
     val = meta.training.get("validation")
     if val:
         print("validation: " + json.dumps({k: round(v["ap50"], 3) for k, v in val["classes"].items()})
-              + f", mAP50 {val['map50']:.3f}, mAP {val['map']:.3f}, flip test {'on' if val.get('flip_test') else 'off'}")
+              + f", mAP50 {val['map50']:.3f}, mAP {val['map']:.3f}, flip test {'on' if val.get('flip_test') else 'off'}, "
+              f"NMS {val.get('nms_iou') or 'off'}")
     return 0

@@ -150,6 +150,7 @@ def test_numpy_decoding_matches_mmdetection(scratch_image):
     from mmdet.structures import DetDataSample
 
     detector = Detector(DEFAULT_TORCH_MODEL, device="cpu", flip_test=False)  # predict() runs one pass
+    detector.nms_iou = None  # predict() keeps every peak; NMS is checked against mmcv's below
     image, _ = scratch_image
     size = detector.metadata.input_size
     ours = detector.detect(image, threshold=0.05)
@@ -178,3 +179,60 @@ def test_numpy_decoding_matches_mmdetection(scratch_image):
         assert d.label == label
         assert abs(d.score - score) < 1e-5
         assert np.allclose(d.box, box, atol=1e-3)
+
+
+def test_nms_matches_mmcv_batched_nms(scratch_image):
+    """The decoder's class-wise NMS keeps exactly what mmcv's batched_nms keeps."""
+    import torch
+    from mmcv.ops import batched_nms
+
+    detector = Detector(DEFAULT_TORCH_MODEL, device="cpu", flip_test=False)
+    image, _ = scratch_image
+    detector.nms_iou = None
+    every_peak = detector.detect(image, threshold=0.01)
+    detector.nms_iou = 0.5
+    kept = detector.detect(image, threshold=0.01)
+    assert 0 < len(kept) < len(every_peak), "the picture has overlapping peaks to suppress"
+
+    boxes = torch.tensor([d.box for d in every_peak])
+    scores = torch.tensor([d.score for d in every_peak])
+    labels = torch.tensor([detector.metadata.class_names.index(d.label) for d in every_peak])
+    _, keep = batched_nms(boxes, scores, labels, dict(type="nms", iou_threshold=0.5))
+    assert [every_peak[i] for i in sorted(keep.tolist())] == kept
+
+
+def _peaks_maps(centres, size=32):
+    """Head maps with a peak of `score` and box `w`x`h` (feature cells) at each (class, x, y, score, w, h)."""
+    heat = np.zeros((2, size, size), np.float32)
+    wh = np.zeros((2, size, size), np.float32)
+    for cls, x, y, score, w, h in centres:
+        heat[cls, y, x] = score
+        wh[:, y, x] = (w, h)
+    return heat, wh, np.zeros((2, size, size), np.float32)
+
+
+def _decode(maps, **kw):
+    from detector.centernet_decode import decode
+
+    return decode(*maps, input_size=128, scale=(1.0, 1.0), image_size=(128, 128), class_names=("scratch", "pit"), **kw)
+
+
+def test_nms_drops_duplicate_boxes_of_one_class_only():
+    # Two pit peaks 2 cells apart with big boxes (IoU 0.82), a third far away, a scratch on the first.
+    maps = _peaks_maps([(1, 10, 10, 0.9, 20, 20), (1, 12, 10, 0.6, 20, 20), (1, 25, 25, 0.5, 4, 4), (0, 10, 10, 0.7, 20, 20)])
+    every = _decode(maps, threshold=0.1)
+    assert [(d.label, round(d.score, 2)) for d in every] == [("pit", 0.9), ("scratch", 0.7), ("pit", 0.6), ("pit", 0.5)]
+    kept = _decode(maps, threshold=0.1, nms_iou=0.5)
+    assert [(d.label, round(d.score, 2)) for d in kept] == [("pit", 0.9), ("scratch", 0.7), ("pit", 0.5)]
+    assert _decode(maps, threshold=0.1, nms_iou=0.85) == every, "IoU 0.82 is kept under a looser limit"
+
+
+def test_nms_then_threshold_equals_threshold_then_nms():
+    """The station's slider filters stored detections; that must equal decoding at the new threshold."""
+    rng = np.random.default_rng(0)
+    centres = [(int(rng.integers(2)), int(rng.integers(32)), int(rng.integers(32)), float(rng.uniform(0.05, 1)),
+                float(rng.uniform(2, 12)), float(rng.uniform(2, 12))) for _ in range(60)]
+    maps = _peaks_maps(centres)
+    low = _decode(maps, threshold=0.05, nms_iou=0.5)
+    for t in (0.1, 0.3, 0.5, 0.8):
+        assert _decode(maps, threshold=t, nms_iou=0.5) == [d for d in low if d.score >= t]

@@ -477,3 +477,27 @@ def test_model_command_sets_flip_test_and_drops_stale_validation(tiny_models, tm
     assert Detector(pth, device="cpu").flip_test
     assert "flip test on" in capsys.readouterr().out and (tmp_path / "m.md").is_file()
     assert main(["model", str(pth), "--threshold", "2"]) == 2
+
+
+def test_model_command_sets_nms_and_it_travels_into_the_onnx_file(tiny_models, tmp_path, capsys):
+    import shutil
+
+    from detector.cli import main
+    from detector.model_file import load_model_file
+
+    pth = shutil.copy(tiny_models[0], tmp_path / "m.pth")
+    assert load_model_file(pth).metadata.nms_iou is None, "made without the setting: every peak is a box"
+    assert main(["model", str(pth), "--nms-iou", "0.5"]) == 0
+    assert Detector(pth, device="cpu").nms_iou == 0.5
+    assert main(["model", str(pth), "--nms-iou", "off"]) == 0
+    assert load_model_file(pth).metadata.nms_iou is None and Detector(pth, device="cpu").nms_iou is None
+    assert main(["model", str(pth), "--nms-iou", "0.6", "--name", "renamed"]) == 0
+    assert "NMS 0.6" in capsys.readouterr().out
+    assert main(["model", str(pth), "--name", "again"]) == 0, "other changes leave NMS alone"
+    assert load_model_file(pth).metadata.nms_iou == 0.6
+    assert main(["export", "--model", str(pth), "--out", str(tmp_path / "m.onnx")]) == 0
+    assert Detector(tmp_path / "m.onnx", device="cpu").nms_iou == 0.6
+    for bad in ("0", "1.5", "lots"):
+        with pytest.raises(SystemExit):
+            main(["model", str(pth), "--nms-iou", bad])
+        assert "--nms-iou" in capsys.readouterr().err
