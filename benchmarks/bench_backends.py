@@ -50,7 +50,7 @@ def model_macs(onnx_path: Path) -> dict[str, int]:
 
     Convolutions count one MAC per nonzero weight per output (Conv) or input
     (ConvTranspose) position: the model's work, whatever form the graph takes
-    (the merged heads' block-diagonal 1x1 conv holds zeros that are not work).
+    (a rewritten layer's structural zeros are not work).
     """
     import numpy as np
     import onnx

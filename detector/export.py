@@ -6,7 +6,7 @@ exactly what `TorchBackend.forward` returns, so preprocessing and decoding stay
 shared. The batch dimension is dynamic, height and width are the model's input
 size. The model metadata travels in the ONNX `metadata_props`. The exporter's
 graph then gets the exact rewrites of `detector.onnx_graph` (upsampling as phase
-convolutions, merged heads), which ONNX Runtime runs faster; the check against
+convolutions), which ONNX Runtime runs faster; the check against
 PyTorch below covers them.
 
 Needs the training stack (torch, MMDetection) plus onnx and onnxruntime; the
@@ -31,7 +31,7 @@ from detector.model_file import ONNX_INPUT, ONNX_OUTPUTS, onnx_metadata_props
 from detector.onnx_graph import optimize_for_cpu
 
 DEFAULT_OPSET = 17
-MIN_OPSET = 13  # Split with its sizes as an input (the merged heads)
+MIN_OPSET = 11  # DepthToSpace with its `mode` attribute (the phase convolutions)
 # Largest allowed difference between PyTorch and ONNX Runtime on the check
 # batch, relative to the output's largest magnitude (at least 1). The heatmap
 # bound is the parity test's score tolerance; wh/offset are in feature pixels,

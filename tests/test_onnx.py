@@ -166,7 +166,7 @@ def test_export_writes_checked_onnx_with_metadata(tiny_models):
     assert [o.name for o in proto.graph.output] == ["heatmap", "wh", "offset"]
     assert not list(onnx_path.parent.glob("*.tmp")), "no temporary file is left behind"
     # The exact CPU rewrites were applied (and checked against PyTorch by the export).
-    assert json.loads(props["graph_rewrites"]) == {"batchnorms_folded": 3, "deconvs_as_phase_convs": 3, "heads_merged": 3}
+    assert json.loads(props["graph_rewrites"]) == {"batchnorms_folded": 3, "deconvs_as_phase_convs": 3}
     ops = {n.op_type for n in proto.graph.node}
     assert "ConvTranspose" not in ops and "BatchNormalization" not in ops and "DepthToSpace" in ops
 

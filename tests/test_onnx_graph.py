@@ -5,12 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detector.onnx_graph import (
-    deconvs_to_phase_convs,
-    fold_batchnorm_into_deconvs,
-    merge_head_convs,
-    optimize_for_cpu,
-)
+from detector.onnx_graph import deconvs_to_phase_convs, fold_batchnorm_into_deconvs, optimize_for_cpu
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -75,55 +70,8 @@ def test_other_deconvs_are_left_alone():
     assert [n.op_type for n in model.graph.node] == ["ConvTranspose"]
 
 
-def _heads_model(rng, width=8, odd_head=False):
-    """A feature map read by three 'Conv 3x3 -> Relu -> Conv 1x1' heads, the first into a Sigmoid."""
-    arrays, nodes = {}, []
-    outputs = []
-    for head, n_out in (("heat", 2), ("wh", 2), ("off", 3)):
-        arrays |= {f"{head}.w0": rng.standard_normal((width, 6, 3, 3)), f"{head}.b0": rng.standard_normal(width),
-                   f"{head}.w2": rng.standard_normal((n_out, width, 1, 1)), f"{head}.b2": rng.standard_normal(n_out)}
-        pads = [0, 0, 0, 0] if (odd_head and head == "off") else [1, 1, 1, 1]
-        last = f"{head}.out" if head == "heat" else head
-        nodes += [
-            helper.make_node("Conv", ["x", f"{head}.w0", f"{head}.b0"], [f"{head}.c0"], name=f"{head}.c0",
-                             kernel_shape=[3, 3], pads=pads),
-            helper.make_node("Relu", [f"{head}.c0"], [f"{head}.r"], name=f"{head}.r"),
-            helper.make_node("Conv", [f"{head}.r", f"{head}.w2", f"{head}.b2"], [last], name=f"{head}.c2",
-                             kernel_shape=[1, 1]),
-        ]
-        side = 10 if pads[0] else 8
-        outputs.append(helper.make_tensor_value_info(head, TensorProto.FLOAT, [1, n_out, side, side]))
-    nodes.append(helper.make_node("Sigmoid", ["heat.out"], ["heat"], name="sigmoid"))
-    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 10, 10])], outputs, arrays)
-
-
-def test_merged_heads_are_exact():
-    rng = np.random.default_rng(2)
-    model = _heads_model(rng)
-    x = rng.standard_normal((1, 6, 10, 10)).astype(np.float32)
-    expected = _run(model, x)
-    assert merge_head_convs(model) == 3
-    onnx.checker.check_model(model)
-    assert [n.op_type for n in model.graph.node] == ["Conv", "Relu", "Conv", "Split", "Sigmoid"]
-    got = _run(model, x)
-    for e, g in zip(expected, got):
-        assert g.shape == e.shape and np.max(np.abs(g - e)) < 1e-4
-    assert merge_head_convs(model) == 0, "nothing left to merge"
-
-
-def test_heads_with_other_conv_settings_are_not_merged_with_the_rest():
-    rng = np.random.default_rng(3)
-    model = _heads_model(rng, odd_head=True)
-    x = rng.standard_normal((1, 6, 10, 10)).astype(np.float32)
-    expected = _run(model, x)
-    assert merge_head_convs(model) == 2
-    got = _run(model, x)
-    for e, g in zip(expected, got):
-        assert g.shape == e.shape and np.max(np.abs(g - e)) < 1e-4
-
-
 def test_optimize_for_cpu_counts_what_it_did():
     rng = np.random.default_rng(4)
     model = _deconv_model(rng, cin=4, cout=4, h=5, w=5, bn=True, relu=True)
-    assert optimize_for_cpu(model) == {"batchnorms_folded": 1, "deconvs_as_phase_convs": 1, "heads_merged": 0}
-    assert optimize_for_cpu(model) == {"batchnorms_folded": 0, "deconvs_as_phase_convs": 0, "heads_merged": 0}
+    assert optimize_for_cpu(model) == {"batchnorms_folded": 1, "deconvs_as_phase_convs": 1}
+    assert optimize_for_cpu(model) == {"batchnorms_folded": 0, "deconvs_as_phase_convs": 0}

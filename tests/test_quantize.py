@@ -109,8 +109,11 @@ def test_int8_file_is_quantized_and_carries_metadata(models, detectors):
     assert (info["format"], info["activations"], info["weights"]) == ("QDQ", "uint8", "int8 per-channel")
     # The heatmap's last Conv and its Sigmoid stay fp32 (8-bit scores would tie).
     assert [t for n in proto.graph.node if n.op_type == "Sigmoid" for t in n.output] == ["heatmap"]
-    # (With the heads merged, their shared 1x1 Conv, and the Split between.)
-    assert info["fp32_nodes"] == ["/Sigmoid", "/merged_heads/split", "/merged_heads/out"]
+    assert info["fp32_nodes"][-2:] == ["/Sigmoid", "/heatmap_head/heatmap_head.2/Conv"]
+    # The backbone's high-resolution stem stays fp32 too (DEFAULT_FP32_STEM), the rest is int8.
+    stem = info["fp32_nodes"][:-2]
+    assert "/backbone/conv1/conv/Conv" in stem and any(n.startswith("/backbone/layer4/") for n in stem)
+    assert not any(n.startswith(("/backbone/layer5/", "/neck/")) for n in stem)
     # The export already rewrote the graph (nothing left to do here); the neck's
     # upsampling runs as integer phase convs + DepthToSpace, not as fp32 ConvTranspose.
     assert info["graph_rewrites"] == {} and "ConvTranspose" not in ops and "DepthToSpace" in ops
@@ -184,6 +187,7 @@ def test_calibration_pictures_from_coco_and_folder(tmp_path, calib_dir):
         (["--model", "{fp32}", "--out", "{fp32}"], 2, "--out must differ"),
         (["--model", "{fp32}", "--out", "{tmp}/x.onnx", "--count", "0"], 2, "--count"),
         (["--model", "{fp32}", "--out", "{tmp}/x.onnx", "--calib", "{tmp}/nothing"], 1, "calibration data not found"),
+        (["--model", "{fp32}", "--out", "{tmp}/x.onnx", "--keep-fp32", "/nope/*"], 1, "matches no node"),
     ],
 )
 def test_quantize_cli_errors(models, calib_dir, tmp_path, capsys, argv, status, message):
@@ -197,3 +201,28 @@ def test_quantize_cli_errors(models, calib_dir, tmp_path, capsys, argv, status, 
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_calibration_runs_in_equal_chunks(calib_dir):
+    """ONNX Runtime keeps all activations of a chunk in memory; the chunks must divide the pictures evenly."""
+    from detector.quantize import _reader, calibration_chunk, calibration_pictures
+
+    assert [calibration_chunk(n) for n in (1, 10, 25, 100, 300, 97, 48)] == [1, 10, 25, 25, 25, 1, 24]
+    pictures = calibration_pictures(calib_dir, count=10)
+    meta = Detector(make_tiny_model_file(calib_dir.parent / "chunk.pth"), device="cpu").metadata
+    reader = _reader(pictures, meta)
+    assert len(reader) == 10
+    reader.set_range(start_index=4, end_index=7)
+    batches = list(iter(reader.get_next, None))
+    assert len(batches) == 3 and all(b["input"].shape == (1, 3, TINY_SIZE, TINY_SIZE) for b in batches)
+
+
+def test_int8_stem_option_quantizes_the_stem_too(models, calib_dir, tmp_path):
+    from detector.cli import main
+
+    fp32, _ = models
+    out = tmp_path / "all.int8.onnx"
+    assert main(["quantize", "--model", str(fp32), "--calib", str(calib_dir), "--count", "4", "--int8-stem",
+                 "--out", str(out)]) == 0
+    info = json.loads(_props(out)["quantization"])
+    assert info["fp32_nodes"] == ["/Sigmoid", "/heatmap_head/heatmap_head.2/Conv"] and info["fp32_stem_patterns"] == []
