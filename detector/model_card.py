@@ -64,6 +64,8 @@ def render_model_card(model: ModelFile, model_path: Path) -> str:
         "- Validation AP50 per epoch (MMDetection's COCO metric): "
         + ", ".join(f"{row.get('step')}: {row.get('coco/bbox_mAP_50', 0):.3f}" for row in train.get("val_history", [])),
         f"- Command: `{train.get('command', 'n/a')}`",
+        *[f"- Changed after training ({c.get('at')}): {', '.join(f'{k} = {v}' for k, v in c.get('changes', {}).items())}: "
+          f"`{c.get('command')}`" for c in train.get("settings_changes", [])],
         "",
         "## Data",
         "",

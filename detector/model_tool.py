@@ -65,6 +65,14 @@ def run(args: argparse.Namespace) -> int:
             training.pop("validation", None)  # measured under other settings: no longer true
             print("note: validation figures dropped (they were measured with other settings); use --validate",
                   file=sys.stderr)
+        if changes:  # provenance: the card lists what was changed after training, and how
+            from datetime import datetime, timezone
+
+            training["settings_changes"] = [*training.get("settings_changes", []), {
+                "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "changes": dict(changes),
+                "command": "python -m detector " + " ".join(getattr(args, "argv", None) or sys.argv[1:]),
+            }]
         model.metadata = replace(meta, training=training, **changes)
         save_model_file(args.model, model)
         if args.validate:

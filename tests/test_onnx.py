@@ -494,7 +494,13 @@ def test_model_command_sets_nms_and_it_travels_into_the_onnx_file(tiny_models, t
     assert main(["model", str(pth), "--nms-iou", "0.6", "--name", "renamed"]) == 0
     assert "NMS 0.6" in capsys.readouterr().out
     assert main(["model", str(pth), "--name", "again"]) == 0, "other changes leave NMS alone"
-    assert load_model_file(pth).metadata.nms_iou == 0.6
+    meta = load_model_file(pth).metadata
+    assert meta.nms_iou == 0.6
+    history = meta.training["settings_changes"]
+    assert [c["changes"] for c in history] == [{"nms_iou": 0.5}, {"nms_iou": None}, {"nms_iou": 0.6, "name": "renamed"},
+                                              {"name": "again"}]
+    assert history[2]["command"] == f"python -m detector model {pth} --nms-iou 0.6 --name renamed"
+    assert "Changed after training" in (tmp_path / "m.md").read_text() and "--nms-iou 0.6" in (tmp_path / "m.md").read_text()
     assert main(["export", "--model", str(pth), "--out", str(tmp_path / "m.onnx")]) == 0
     assert Detector(tmp_path / "m.onnx", device="cpu").nms_iou == 0.6
     for bad in ("0", "1.5", "lots"):
