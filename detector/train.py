@@ -52,7 +52,7 @@ def register(subparsers) -> None:
                    help="the model file runs with flip test (mirror averaging; validated that way too)")
     p.add_argument("--nms-iou", type=nms_iou_argument, default=DEFAULT_NMS_IOU, metavar="IOU|off",
                    help="the model file suppresses a box overlapping a higher-scoring box of its class by more than "
-                        f"this IoU (default {DEFAULT_NMS_IOU}; 'off' keeps every heatmap peak)")
+                        "this IoU ('off' keeps every heatmap peak)")
     p.add_argument("--name", help="model name recorded in the model file (default: config name)")
     p.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm", "mpi"],
                    help="distributed launcher; use 'pytorch' under torchrun")
