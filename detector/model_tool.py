@@ -21,7 +21,7 @@ from detector.model_file import nms_iou_argument
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "model",
-        help="show a model file's metadata; change its flip test / threshold and re-validate",
+        help="show a model file's metadata; change its flip test / NMS / threshold and re-validate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -78,12 +78,9 @@ def run(args: argparse.Namespace) -> int:
         if args.validate:
             from detector.train import validate_model_file
 
-            validation = validate_model_file(args.model, args.validate)
-            model = load_model_file(args.model)
-            model.metadata.training["validation"] = validation
+            training["validation"] = validate_model_file(args.model, args.validate)  # `training` is model's dict
             save_model_file(args.model, model)
         write_model_card(args.model)
-        model = load_model_file(args.model)
     meta = model.metadata
     print(f"{args.model}: {meta.name}, classes {', '.join(meta.class_names)}, input {meta.input_size}, "
           f"threshold {meta.default_threshold}, flip test {'on' if meta.flip_test else 'off'}, "

@@ -12,13 +12,14 @@ file against PyTorch, and `quantize_onnx` checks them against the fp32 graph.
   results a DepthToSpace interleaves. Same multiplies, no zero taps, and they
   run as ordinary blocked convolutions at about twice the throughput of ONNX
   Runtime's ConvTranspose (which goes through col2im); the Concat and the
-  interleave take part of that back (measured, 1 thread, the three upsampling
-  layers: 6.4 ms as ConvTranspose + Relu, 3.3 ms of phase convs + 1.6 ms of
+  interleave take part of that back (profiled, 1 thread, the three upsampling
+  layers: 6.4 ms as ConvTranspose + Relu, 3.6 ms of phase convs + 1.9 ms of
   Concat and DepthToSpace). Unlike ConvTranspose they also have an integer
   kernel, so the neck runs in int8 too.
 
-Measured on the shipped model (2 threads, AVX-512, batch of 3 for the flip
-test): network 23.3 -> 22.6 ms (1 thread: 47.6 -> 45.8 ms). Not done: merging the three heads' first 3x3
+Measured on the shipped model (AVX-512, batch of 3 for the flip test, the two
+graphs timed in alternation): network 25.6 -> 24.8 ms on 2 threads, 47.3 ->
+46.1 ms on 1 thread. Not done: merging the three heads' first 3x3
 convs into one (they read the same input) measured under 1 % faster, within
 the noise. Needs only the `onnx` package.
 """

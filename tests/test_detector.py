@@ -234,5 +234,6 @@ def test_nms_then_threshold_equals_threshold_then_nms():
                 float(rng.uniform(2, 12)), float(rng.uniform(2, 12))) for _ in range(60)]
     maps = _peaks_maps(centres)
     low = _decode(maps, threshold=0.05, nms_iou=0.5)
+    assert len(low) < len(_decode(maps, threshold=0.05)), "the random boxes overlap: NMS has work to do"
     for t in (0.1, 0.3, 0.5, 0.8):
         assert _decode(maps, threshold=t, nms_iou=0.5) == [d for d in low if d.score >= t]
