@@ -164,6 +164,7 @@ def test_calibration_pictures_from_coco_and_folder(tmp_path, calib_dir):
     from detector.quantize import calibration_pictures
 
     folder = sorted((calib_dir / "images").iterdir())
+    assert calibration_pictures(calib_dir) == folder, "all of them by default"
     assert calibration_pictures(calib_dir, count=100) == folder, "all of them when fewer than --count"
     drawn = calibration_pictures(calib_dir, count=4, seed=1)
     assert len(drawn) == 4 and len(set(drawn)) == 4 and set(drawn) <= set(folder)
@@ -226,3 +227,44 @@ def test_int8_stem_option_quantizes_the_stem_too(models, calib_dir, tmp_path):
                  "--out", str(out)]) == 0
     info = json.loads(_props(out)["quantization"])
     assert info["fp32_nodes"] == ["/Sigmoid", "/heatmap_head/heatmap_head.2/Conv"] and info["fp32_stem_patterns"] == []
+
+
+def test_validate_records_both_models_ap50_in_the_file(models, calib_dir, tmp_path, capsys):
+    """`--validate` evaluates fp32 and int8 on an annotated split and keeps both AP50s in the int8 file."""
+    from detector.cli import main
+    from detector.data.classmap import parse_class_map
+    from detector.data.coco import write_coco
+    from detector.data.voc import load_voc_dir
+    from detector.evaluate import evaluate_model
+    from synthetic import make_voc_dataset
+
+    fp32, _ = models
+    split = make_voc_dataset(tmp_path / "val", n_images=6, size=TINY_SIZE)  # pictures in val/images
+    images = load_voc_dir(split, parse_class_map("scratches=scratch,pitted_surface=pit"))
+    write_coco(images, ["scratch", "pit"], split / "annotations.json")
+    out = tmp_path / "val.int8.onnx"
+    assert main(["quantize", "--model", str(fp32), "--calib", str(calib_dir), "--count", "4",
+                 "--validate", str(tmp_path / "val"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "validation AP50 on 6 pictures" in printed and "drop" in printed
+
+    val = json.loads(_props(out)["quantization"])["validation"]
+    assert val["n_images"] == 6 and val["source"] == str(tmp_path / "val")
+    # The recorded figures are what evaluating the written files gives.
+    for name, path in (("fp32", fp32), ("int8", out)):
+        measured = evaluate_model(Detector(path, device="cpu"), images).to_json()
+        assert val["ap50"][name]["map50"] == pytest.approx(measured["map50"])
+        for cls in ("scratch", "pit"):
+            assert val["ap50"][name][cls] == pytest.approx(measured["classes"][cls]["ap50"])
+
+
+def test_validate_with_a_missing_split_writes_nothing(models, calib_dir, tmp_path, capsys):
+    from detector.cli import main
+
+    fp32, _ = models
+    out = tmp_path / "x.int8.onnx"
+    assert main(["quantize", "--model", str(fp32), "--calib", str(calib_dir), "--count", "4",
+                 "--validate", str(tmp_path / "no-split"), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: validation annotations not found") and not out.exists()
+

@@ -4,18 +4,33 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from detector import Detector
+from detector.api import DEFAULT_MODEL
 from detector.cli import main
 from detector.data.coco import load_coco
-from detector.evaluate import evaluate_model
+from detector.evaluate import box_iou, evaluate_model
+from detector.model_file import file_sha256
 from synthetic import make_voc_dataset
+
+INT8_MODEL = DEFAULT_MODEL.with_suffix(".int8.onnx")
+INT8_AP50_DROP_LIMIT = 0.01  # the shipping rule for the int8 file: at most 1 point of AP50 per class
 
 
 @pytest.fixture(scope="module")
 def shipped() -> Detector:
     return Detector(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def shipped_int8() -> Detector:
+    return Detector(INT8_MODEL, device="cpu")
+
+
+def _quantization(det: Detector) -> dict:
+    return json.loads(det._backend.session.get_modelmeta().custom_metadata_map["quantization"])
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +85,36 @@ def test_evaluate_cli_with_the_shipped_model(tmp_path, capsys):
     assert 0.0 <= result["map50"] <= 1.0
     assert plot.stat().st_size > 1000
     assert "scratch" in capsys.readouterr().out
+
+
+def test_shipped_int8_model_is_of_the_shipped_model_and_met_the_shipping_rule(shipped, shipped_int8):
+    info = _quantization(shipped_int8)
+    assert info["fp32_model_sha256"] == file_sha256(DEFAULT_MODEL), "re-quantize after re-exporting the fp32 model"
+    assert shipped_int8.metadata == shipped.metadata
+    card, val = shipped.metadata.training["validation"], info["validation"]
+    assert val["n_images"] == card["n_images"] and val["flip_test"] and val["nms_iou"] == shipped.metadata.nms_iou
+    for name in ("scratch", "pit"):
+        # its fp32 reference is the card's figure, and int8 lost at most a point against it
+        assert val["ap50"]["fp32"][name] == pytest.approx(card["classes"][name]["ap50"], abs=0.01)
+        assert val["ap50"]["fp32"][name] - val["ap50"]["int8"][name] <= INT8_AP50_DROP_LIMIT
+
+
+def test_shipped_int8_model_finds_what_fp32_finds(shipped, shipped_int8, scratch_image, part_pictures):
+    """Above the default threshold both files give the same boxes: same labels, IoU >= 0.9, scores within 0.05."""
+    pictures = [scratch_image[0], *part_pictures]
+    found = 0
+    for fp32, int8 in zip(shipped.detect_batch(pictures), shipped_int8.detect_batch(pictures)):
+        assert len(fp32) == len(int8)
+        for a in fp32:
+            same = [b for b in int8 if b.label == a.label]
+            iou = box_iou([a.box], [b.box for b in same])[0]
+            assert same and iou.max() >= 0.9 and abs(a.score - same[int(np.argmax(iou))].score) <= 0.05, (a, int8)
+        found += len(fp32)
+    assert found >= 4  # measured: a scratch on each scratched part, a scratch and a pit on the scratch picture
+
+
+def test_int8_validation_ap_matches_its_record(shipped_int8, neu_val):
+    recorded = _quantization(shipped_int8)["validation"]["ap50"]["int8"]
+    result = evaluate_model(shipped_int8, neu_val).to_json()
+    for name in ("scratch", "pit"):
+        assert result["classes"][name]["ap50"] == pytest.approx(recorded[name], abs=0.01)

@@ -223,3 +223,28 @@ def test_screenshot_command_under_xvfb(tmp_path, part_pictures):
     assert has_colour(shot, "#c62828")  # the FAIL banner
     assert sqlite3.connect(tmp_path / "data" / "inspections.sqlite").execute(
         "SELECT verdict FROM inspections").fetchall() == [("FAIL",)]
+
+
+def test_switching_to_the_int8_model_in_settings(qtbot, make_window, part_pictures, monkeypatch):
+    """Settings → Model file → Browse opens beside the shipped model; picking its int8 file makes the station use it."""
+    import app.ui.settings_dialog as settings_dialog
+    from detector.api import DEFAULT_MODEL
+
+    int8 = DEFAULT_MODEL.with_suffix(".int8.onnx")
+    window = make_window(str(part_pictures[0].parent))
+    wait_for_frame(qtbot, window)
+    asked = []
+    monkeypatch.setattr(settings_dialog.QFileDialog, "getOpenFileName",
+                        lambda parent, caption, start, filters: asked.append(start) or (str(int8), filters))
+    dialog = settings_dialog.SettingsDialog(window.settings, window.detector.metadata.class_names, window)
+    qtbot.addWidget(dialog)
+    dialog._browse_model()
+    assert asked == [str(DEFAULT_MODEL.parent)]
+    dialog.accept()
+    window.apply_settings(dialog.result_settings())
+
+    assert window.detector.model_path == int8
+    result = inspect_and_wait(qtbot, window)
+    row = window.store.get(result.inspection_id)
+    assert row["verdict"] == "FAIL" and row["model_id"] == window.detector.model_id != Detector().model_id
+    assert json.loads(window.config_path.read_text())["model_path"] == str(int8), "saved for the next start"

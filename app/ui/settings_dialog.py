@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from PySide6.QtWidgets import (
     QComboBox,
@@ -107,7 +108,11 @@ class SettingsDialog(QDialog):
         return w
 
     def _browse_model(self) -> None:
-        f, _ = QFileDialog.getOpenFileName(self, "Model file", "", "Models (*.onnx *.pth)")
+        from detector.api import default_model_path
+
+        # Start beside the current model, or the shipped one (whose faster int8 file lies beside it).
+        start = Path(self.model_edit.text().strip() or default_model_path()).parent
+        f, _ = QFileDialog.getOpenFileName(self, "Model file", str(start), "Models (*.onnx *.pth)")
         if f:
             self.model_edit.setText(f)
 
