@@ -64,11 +64,11 @@ def run(args: argparse.Namespace) -> int:
         threshold = detector.metadata.default_threshold
     try:
         source = open_source(args.source)
-        store = InspectionStore(args.db or settings.db_path)
+        store = InspectionStore(args.db or settings.db_path, min_free_bytes=int(settings.min_free_mb * 1e6))
     except (SourceError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    inspector = Inspector(detector, store, args.station or settings.station_name, settings.rule)
+    inspector = Inspector(detector, store, args.station or settings.station_name, settings.rule, settings.keep_pictures)
     roi = args.roi if args.roi is not None else settings.roi
 
     verdicts: Counter[str] = Counter()

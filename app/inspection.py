@@ -45,11 +45,13 @@ class InspectionResult:
 class Inspector:
     """Runs and logs inspections for one station."""
 
-    def __init__(self, detector: Detector, store: InspectionStore | None, station: str, rule: VerdictRule):
+    def __init__(self, detector: Detector, store: InspectionStore | None, station: str, rule: VerdictRule,
+                 keep_pictures: str = "all"):
         self.detector = detector
         self.store = store
         self.station = station
         self.rule = rule
+        self.keep_pictures = keep_pictures  # "all" or "fail": which inspections keep their pictures
         self.colours = dict(detector.metadata.colours)
 
     def detect_region(self, frame: np.ndarray, roi: Roi | None) -> tuple[list[Detection], Roi, float]:
@@ -93,7 +95,10 @@ class Inspector:
             operator=operator, part_id=result.part_id, inference_ms=result.inference_ms,
         )
         try:
-            stored = self.store.record(rec, result.frame, self.annotate(result))
+            if self.keep_pictures == "all" or result.verdict.verdict == "FAIL":
+                stored = self.store.record(rec, result.frame, self.annotate(result))
+            else:
+                stored = self.store.record(rec)  # logged without pictures, as the settings ask
         except StoreError as exc:
             result.error = str(exc)
             return

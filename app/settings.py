@@ -17,6 +17,7 @@ from app.roi import Roi
 from app.verdict import VerdictRule
 
 DEFAULT_CONFIG = "default_config.json"
+KEEP_PICTURES = ("all", "fail")  # see StationSettings.keep_pictures
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,12 @@ class StationSettings:
     model_path: str | None = None  # None = the shipped default model
     data_dir: str | None = None  # None = the platform's data folder
     reconnect_seconds: float = 2.0
+    # Pictures saved with each logged inspection: "all", or "fail" (FAIL inspections only; continuous
+    # mode logs several inspections a second, and PASS pictures then fill a disk within a shift).
+    keep_pictures: str = "all"
+    # Pictures are not saved once the data folder's disk has less than this free, so the
+    # inspection log itself can still be written (the row notes the missing pictures).
+    min_free_mb: float = 1000.0
     rule: VerdictRule = field(default_factory=VerdictRule)
     # Shift names and local start times, e.g. (("early", "06:00"), ("late", "14:00"), ("night", "22:00")).
     # Empty: reports are per day only.
@@ -54,6 +61,8 @@ class StationSettings:
             "model_path": self.model_path,
             "data_dir": self.data_dir,
             "reconnect_seconds": self.reconnect_seconds,
+            "keep_pictures": self.keep_pictures,
+            "min_free_mb": self.min_free_mb,
             "rule": self.rule.to_dict(),
             "shifts": [{"name": n, "start": t} for n, t in self.shifts],
         }
@@ -72,6 +81,19 @@ def _positive(v: Any) -> float:
     t = float(v)
     if not t > 0:
         raise ValueError(f"must be > 0, got {t}")
+    return t
+
+
+def _keep_pictures(v: Any) -> str:
+    if v not in KEEP_PICTURES:
+        raise ValueError(f"must be one of {', '.join(map(repr, KEEP_PICTURES))}, got {v!r}")
+    return v
+
+
+def _non_negative(v: Any) -> float:
+    t = float(v)
+    if not t >= 0:
+        raise ValueError(f"must be >= 0, got {t}")
     return t
 
 
@@ -125,6 +147,8 @@ _PARSERS = {
     "model_path": _optional_str,
     "data_dir": _optional_str,
     "reconnect_seconds": _positive,
+    "keep_pictures": _keep_pictures,
+    "min_free_mb": _non_negative,
     "rule": VerdictRule.from_dict,
     "shifts": _shifts,
 }

@@ -14,6 +14,7 @@ keeps the database itself consistent. The schema is versioned with
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import threading
 import uuid
@@ -222,10 +223,13 @@ def _statements(script: str) -> list[str]:
 class InspectionStore:
     """Thread-safe writer/reader of the inspection log in one data folder."""
 
-    def __init__(self, db_path: str | Path, image_dir: str | Path | None = None):
+    def __init__(self, db_path: str | Path, image_dir: str | Path | None = None, min_free_bytes: int = 0):
         self.db_path = Path(db_path)
         self.root = self.db_path.parent
         self.image_dir = Path(image_dir) if image_dir is not None else self.root / "images"
+        # Disk reserve: a picture that would leave less free than this is not saved, so
+        # that the log rows (small) can still be written when the disk fills up.
+        self.min_free_bytes = int(min_free_bytes)
         self._lock = threading.Lock()
         self._conn = connect(self.db_path)
 
@@ -294,6 +298,11 @@ class InspectionStore:
             ok, buf = cv2.imencode(ext, image, params)
             if not ok:
                 raise OSError("image encoder failed")
+            if self.min_free_bytes:
+                free = shutil.disk_usage(self.root).free
+                if free - buf.nbytes < self.min_free_bytes:
+                    raise OSError(f"disk nearly full: {free / 1e6:.0f} MB free in {self.root}, "
+                                  f"reserve {self.min_free_bytes / 1e6:.0f} MB")
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(path, buf.tobytes())
         except (OSError, cv2.error) as exc:

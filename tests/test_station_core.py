@@ -164,6 +164,49 @@ def test_log_keeps_the_inspection_when_frames_cannot_be_saved(tmp_path, detector
     assert row["image_path"] is None and "not saved" in row["note"] and row["n_detections"] == len(row["detections"])
 
 
+def test_disk_reserve_stops_pictures_but_not_the_log(tmp_path, detector):
+    """Below the reserve no picture is written, every inspection is still logged, and the operator is told why."""
+    import shutil
+
+    free = shutil.disk_usage(tmp_path).free
+    store = InspectionStore(tmp_path / "log.sqlite", min_free_bytes=free + 10**9)  # more than this disk has free
+    inspector = Inspector(detector, store, "s", VerdictRule())
+    result = inspector.inspect(camera_frame(True, 3), roi=None, threshold=0.3)
+    assert result.inspection_id is not None and result.verdict.verdict == FAIL
+    assert len(result.warnings) == 2 and all("disk nearly full" in w and "reserve" in w for w in result.warnings)
+    row = store.get(result.inspection_id)
+    assert row["image_path"] is None and row["annotated_path"] is None and "disk nearly full" in row["note"]
+    assert not (tmp_path / "images").exists() or not any((tmp_path / "images").rglob("*.*"))
+
+    store.min_free_bytes = 10**6  # room again: pictures are saved
+    again = inspector.inspect(camera_frame(True, 3), roi=None, threshold=0.3)
+    assert again.warnings == [] and store.resolve(store.get(again.inspection_id)["image_path"]).is_file()
+
+
+def test_keep_pictures_of_fail_inspections_only(tmp_path, detector):
+    store = InspectionStore(tmp_path / "log.sqlite")
+    inspector = Inspector(detector, store, "s", VerdictRule(default=ClassRule(0.3, 0.0)), keep_pictures="fail")
+    bad = inspector.inspect(camera_frame(True, seed=0), roi=None, threshold=0.3)
+    good = inspector.inspect(camera_frame(False, seed=1), roi=None, threshold=0.3)
+    assert (bad.verdict.verdict, good.verdict.verdict) == (FAIL, PASS)
+    assert bad.warnings == good.warnings == []  # a setting, not a problem to report
+    bad_row, good_row = store.get(bad.inspection_id), store.get(good.inspection_id)
+    assert store.resolve(bad_row["image_path"]).is_file() and store.resolve(bad_row["annotated_path"]).is_file()
+    assert good_row["image_path"] is None and good_row["annotated_path"] is None and good_row["verdict"] == PASS
+    assert len(list((tmp_path / "images").rglob("*.*"))) == 2
+
+
+def test_picture_settings_are_checked(tmp_path):
+    path = tmp_path / "station.json"
+    path.write_text(json.dumps({"keep_pictures": "fail", "min_free_mb": 250}), encoding="utf-8")
+    settings, warnings = load_settings(path)
+    assert (settings.keep_pictures, settings.min_free_mb, warnings) == ("fail", 250.0, [])
+    path.write_text(json.dumps({"keep_pictures": "some", "min_free_mb": -1}), encoding="utf-8")
+    settings, warnings = load_settings(path)
+    assert (settings.keep_pictures, settings.min_free_mb) == ("all", 1000.0)  # the shipped defaults
+    assert len(warnings) == 2 and "'keep_pictures'" in warnings[0] and "'min_free_mb'" in warnings[1]
+
+
 def test_log_refuses_foreign_or_newer_databases(tmp_path):
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(b"this is not a database" * 100)

@@ -248,3 +248,27 @@ def test_switching_to_the_int8_model_in_settings(qtbot, make_window, part_pictur
     row = window.store.get(result.inspection_id)
     assert row["verdict"] == "FAIL" and row["model_id"] == window.detector.model_id != Detector().model_id
     assert json.loads(window.config_path.read_text())["model_path"] == str(int8), "saved for the next start"
+
+
+def test_settings_dialog_sets_which_pictures_are_kept(qtbot, make_window, part_pictures):
+    from app.ui.settings_dialog import SettingsDialog
+
+    window = make_window(str(part_pictures[0].parent))
+    wait_for_frame(qtbot, window)
+    dialog = SettingsDialog(window.settings, window.detector.metadata.class_names, window)
+    qtbot.addWidget(dialog)
+    assert dialog.keep_combo.currentData() == "all" and dialog.reserve_spin.value() == 1000.0
+    dialog.keep_combo.setCurrentIndex(dialog.keep_combo.findData("fail"))
+    dialog.reserve_spin.setValue(500)
+    dialog.accept()
+    window.apply_settings(dialog.result_settings())
+    assert (window.inspector.keep_pictures, window.store.min_free_bytes) == ("fail", 500 * 10**6)
+    saved = json.loads(window.config_path.read_text())
+    assert (saved["keep_pictures"], saved["min_free_mb"]) == ("fail", 500.0)
+
+    qtbot.keyClick(window, Qt.Key.Key_PageDown)  # the second picture is a clean part: PASS, no pictures kept
+    qtbot.waitUntil(lambda: window.feed.source.index == 1, timeout=WAIT_MS)
+    qtbot.wait(200)
+    result = inspect_and_wait(qtbot, window)
+    row = window.store.get(result.inspection_id)
+    assert row["verdict"] == "PASS" and row["image_path"] is None

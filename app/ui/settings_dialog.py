@@ -21,8 +21,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.settings import StationSettings
+from app.settings import KEEP_PICTURES, StationSettings
 from app.verdict import ClassRule, VerdictRule
+
+KEEP_PICTURE_LABELS = {"all": "of every inspection", "fail": "of FAIL inspections only"}
 
 
 class SettingsDialog(QDialog):
@@ -43,6 +45,18 @@ class SettingsDialog(QDialog):
         self.reconnect_spin.setRange(0.5, 60.0)
         self.reconnect_spin.setSuffix(" s")
         self.reconnect_spin.setValue(settings.reconnect_seconds)
+        self.keep_combo = QComboBox()
+        for value in KEEP_PICTURES:
+            self.keep_combo.addItem(KEEP_PICTURE_LABELS[value], value)
+        self.keep_combo.setCurrentIndex(max(0, self.keep_combo.findData(settings.keep_pictures)))
+        self.reserve_spin = QDoubleSpinBox()
+        self.reserve_spin.setRange(0.0, 1_000_000.0)
+        self.reserve_spin.setDecimals(0)
+        self.reserve_spin.setSuffix(" MB")
+        self.reserve_spin.setSpecialValueText("none")
+        self.reserve_spin.setValue(settings.min_free_mb)
+        self.reserve_spin.setToolTip("Pictures are no longer saved when the data folder's disk has less free space "
+                                     "than this; inspections are still logged.")
 
         rule = settings.rule
         self.unit_combo = QComboBox()
@@ -79,6 +93,8 @@ class SettingsDialog(QDialog):
         form.addRow("Camera / source", self.source_edit)
         form.addRow("Reconnect every", self.reconnect_spin)
         form.addRow("Model file", self._with_browse(self.model_edit, self._browse_model))
+        form.addRow("Keep pictures", self.keep_combo)
+        form.addRow("Keep free on disk", self.reserve_spin)
         form.addRow("Data folder", self._with_browse(self.data_edit, self._browse_data))
         form.addRow("Size unit", self.unit_combo)
         form.addRow("Calibration (px per mm)", self.px_per_mm_spin)
@@ -139,6 +155,8 @@ class SettingsDialog(QDialog):
             model_path=self.model_edit.text().strip() or None,
             data_dir=self.data_edit.text().strip() or None,
             reconnect_seconds=self.reconnect_spin.value(),
+            keep_pictures=self.keep_combo.currentData(),
+            min_free_mb=self.reserve_spin.value(),
             rule=rule,
         )
 

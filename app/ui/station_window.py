@@ -315,11 +315,12 @@ class StationWindow(QMainWindow):
             self.store.close()
             self.store = None
         try:
-            self.store = InspectionStore(self.settings.db_path)
+            self.store = InspectionStore(self.settings.db_path, min_free_bytes=int(self.settings.min_free_mb * 1e6))
         except StoreError as exc:
             self._problems.append(f"Inspection log unavailable: {exc}\nInspections are NOT logged until this is fixed.")
         if self.detector is not None:
-            self.inspector = Inspector(self.detector, self.store, self.settings.station_name, self.settings.rule)
+            self.inspector = Inspector(self.detector, self.store, self.settings.station_name, self.settings.rule,
+                                       self.settings.keep_pictures)
             meta = self.detector.metadata
             swatches = " ".join(
                 f"<span style='background:{meta.colours.get(c, '#CC79A7')}; color:white; padding:2px 6px;'>&nbsp;{c}&nbsp;</span>"
@@ -630,6 +631,9 @@ class StationWindow(QMainWindow):
         else:
             self.inspector.rule = new.rule
             self.inspector.station = new.station_name
+            self.inspector.keep_pictures = new.keep_pictures
+            if self.store is not None:
+                self.store.min_free_bytes = int(new.min_free_mb * 1e6)
         if new.source != old.source and new.source:
             self.open_source(new.source, remember=False)
         self.view.set_roi(new.roi)
