@@ -34,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="model name")
     p.add_argument("--validate", type=Path, metavar="SPLIT_DIR",
                    help="re-measure validation AP on a split folder of `detector dataset` (annotations.json + images/)")
+    p.add_argument("--write-card", action="store_true",
+                   help="re-write the model card (MODEL.md) from the file, e.g. after making its int8 variant")
     p.set_defaults(func=run)
 
 
@@ -80,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
 
             training["validation"] = validate_model_file(args.model, args.validate)  # `training` is model's dict
             save_model_file(args.model, model)
+        write_model_card(args.model)
+    elif args.write_card:
         write_model_card(args.model)
     meta = model.metadata
     print(f"{args.model}: {meta.name}, classes {', '.join(meta.class_names)}, input {meta.input_size}, "

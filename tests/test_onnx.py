@@ -507,3 +507,16 @@ def test_model_command_sets_nms_and_it_travels_into_the_onnx_file(tiny_models, t
         with pytest.raises(SystemExit):
             main(["model", str(pth), "--nms-iou", bad])
         assert "--nms-iou" in capsys.readouterr().err
+
+
+def test_model_tool_write_card_leaves_the_model_file_alone(tiny_models, tmp_path):
+    import shutil
+
+    from detector.cli import main
+    from detector.model_file import file_sha256
+
+    pth = shutil.copy(tiny_models[0], tmp_path / "m.pth")
+    before = file_sha256(pth)
+    assert main(["model", str(pth)]) == 0 and not (tmp_path / "m.md").exists()  # showing writes nothing
+    assert main(["model", str(pth), "--write-card"]) == 0
+    assert file_sha256(pth) == before and "# Model card: tiny-random" in (tmp_path / "m.md").read_text()

@@ -118,3 +118,17 @@ def test_int8_validation_ap_matches_its_record(shipped_int8, neu_val):
     result = evaluate_model(shipped_int8, neu_val).to_json()
     for name in ("scratch", "pit"):
         assert result["classes"][name]["ap50"] == pytest.approx(recorded[name], abs=0.01)
+
+
+def test_shipped_model_card_is_current():
+    """The card beside the shipped model is what its files say now, int8 line included.
+
+    After re-making a file beside it: `python -m detector model resources/models/centernet_neu_scratch_pit.pth --write-card`.
+    """
+    from detector.api import DEFAULT_TORCH_MODEL
+    from detector.model_card import render_model_card
+    from detector.model_file import load_model_file
+
+    card = DEFAULT_TORCH_MODEL.with_suffix(".md").read_text(encoding="utf-8")
+    assert render_model_card(load_model_file(DEFAULT_TORCH_MODEL), DEFAULT_TORCH_MODEL) == card
+    assert "int8 variant: `centernet_neu_scratch_pit.int8.onnx`" in card and "pit 0.867 (0.871)" in card
