@@ -41,6 +41,13 @@ def test_installed_command_inspects_headless_without_torch(installed, tmp_path, 
     assert out[:2] == ["True", "True"]  # the station runtime carries no training stack
     assert out[2].startswith(str(root / "prefix" / "venv" / "share"))  # defaults come from the install, not the checkout
 
+    # The int8 variant is installed beside the default model and runs the same headless inspection.
+    int8 = root / "prefix" / "venv" / "share" / "metal-inspection-station" / "models" / "centernet_neu_scratch_pit.int8.onnx"
+    r = subprocess.run([str(command), "inspect", "--source", str(part_pictures[0].parent), "--db", str(db), "--quiet",
+                        "--model", str(int8)], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "inspected 4: 2 PASS, 2 FAIL" in r.stdout
+
 
 def test_uninstall_removes_the_program(installed):
     root, env = installed
