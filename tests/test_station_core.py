@@ -164,6 +164,22 @@ def test_log_keeps_the_inspection_when_frames_cannot_be_saved(tmp_path, detector
     assert row["image_path"] is None and "not saved" in row["note"] and row["n_detections"] == len(row["detections"])
 
 
+def test_frames_are_saved_losslessly_mono_ones_as_one_channel(tmp_path, detector):
+    """A mono camera's BGR frame is stored as a 1-channel PNG (smaller, faster); colour frames keep 3 channels."""
+    store = InspectionStore(tmp_path / "log.sqlite")
+    inspector = Inspector(detector, store, "s", VerdictRule())
+    mono = camera_frame(True, seed=0)
+    assert np.array_equal(mono[..., 0], mono[..., 2])  # generated frames are grey in BGR, like a mono camera's
+    colour = mono.copy()
+    colour[10:20, 10:20] = (0, 0, 255)  # one red mark
+    for frame, channels in ((mono, 1), (colour, 3)):
+        row = store.get(inspector.inspect(frame, roi=None, threshold=0.3).inspection_id)
+        path = store.resolve(row["image_path"])
+        stored = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        assert (stored.shape[2] if stored.ndim == 3 else 1) == channels
+        assert np.array_equal(cv2.imread(str(path)), frame)  # read back as BGR: the very frame
+
+
 def test_disk_reserve_stops_pictures_but_not_the_log(tmp_path, detector):
     """Below the reserve no picture is written, every inspection is still logged, and the operator is told why."""
     import shutil
