@@ -14,7 +14,7 @@ import numpy as np
 from app.overlay import draw_overlay
 from app.roi import Roi, crop, to_frame
 from app.store import InspectionRecord, InspectionStore, StoreError
-from app.verdict import Verdict, VerdictRule, judge
+from app.verdict import FAIL, Verdict, VerdictRule, judge
 from detector import Detection, Detector
 
 # The detector runs at this floor and every detection above it is logged, so the
@@ -95,7 +95,7 @@ class Inspector:
             operator=operator, part_id=result.part_id, inference_ms=result.inference_ms,
         )
         try:
-            if self.keep_pictures == "all" or result.verdict.verdict == "FAIL":
+            if self.keep_pictures == "all" or result.verdict.verdict == FAIL:
                 stored = self.store.record(rec, result.frame, self.annotate(result))
             else:
                 stored = self.store.record(rec)  # logged without pictures, as the settings ask

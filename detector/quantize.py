@@ -281,8 +281,7 @@ def quantize_onnx(
     preprocess: bool = True,
     calibration_source: str = "",
     extra_options: dict | None = None,
-    validation: Sequence | None = None,
-    validation_source: str = "",
+    validation: Path | None = None,
     command: str = "",
 ) -> QuantizeResult:
     """Quantize the fp32 station ONNX model at `model_path` to `out`, calibrated on `pictures`.
@@ -292,9 +291,9 @@ def quantize_onnx(
     DEFAULT_FP32_STEM); `exclude` names further nodes to keep fp32 (shell-style
     patterns such as "/neck/*" allowed; one that matches nothing is an error); `extra_options`
     go to ONNX Runtime's `quantize_static` (e.g. {"CalibPercentile": 99.99}).
-    `validation`: annotated pictures (`detector.data.coco.load_coco`) on which the
-    fp32 and the int8 model are both evaluated before writing; their AP50 is
-    recorded in the file's quantization metadata (and so in the model card).
+    `validation`: a split folder (annotations.json + images/, as `detector dataset`
+    writes) on which the fp32 and the int8 model are both evaluated before writing;
+    their AP50 is recorded in the file's quantization metadata (and so in the model card).
 
     Raises FileNotFoundError / ValueError for a bad model or pictures, or an
     int8 model whose heatmap no longer follows the fp32 one; `out` is never
@@ -386,14 +385,7 @@ def quantize_onnx(
         raise ValueError(f"int8 heatmap correlates only {corr:.3f} with fp32 (max difference {max_diff:.3f}); "
                          "try more calibration pictures or keeping the heads in fp32")
     if validation is not None:
-        info["validation"] = {
-            "source": validation_source,
-            "n_images": len(validation),
-            "iou_threshold": 0.5,
-            "flip_test": metadata.flip_test,
-            "nms_iou": metadata.nms_iou,
-            "ap50": validation_ap50({"fp32": fp32_bytes, "int8": data}, validation),
-        }
+        info["validation"] = validation_ap50({"fp32": fp32_bytes, "int8": data}, Path(validation))
         data = serialized()
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -417,19 +409,19 @@ def quantize_onnx(
     )
 
 
-def validation_ap50(models: dict[str, bytes], images: Sequence) -> dict[str, dict[str, float | None]]:
-    """AP50 per class and mAP50 of each serialized model on annotated `images`, as `Detector` runs it."""
-    from detector import Detector
-    from detector.evaluate import evaluate_model
+def validation_ap50(models: dict[str, bytes], val_dir: Path) -> dict:
+    """AP50 per class and mAP50 of each serialized model on a validation split, measured as `train` does."""
+    from detector.train import validate_model_file
 
-    result = {}
+    ap50 = {}
     with tempfile.TemporaryDirectory(prefix="quantize-val-") as tmp:
         for name, data in models.items():
             path = Path(tmp) / f"{name}.onnx"
             path.write_bytes(data)
-            r = evaluate_model(Detector(path, device="cpu"), images, iou_threshold=0.5).to_json()
-            result[name] = {**{c: v["ap50"] for c, v in r["classes"].items()}, "map50": r["map50"]}
-    return result
+            r = validate_model_file(path, val_dir)
+            ap50[name] = {**{c: v["ap50"] for c, v in r["classes"].items()}, "map50": r["map50"]}
+    return {"source": str(val_dir), **{k: r[k] for k in ("n_images", "iou_threshold", "flip_test", "nms_iou")},
+            "ap50": ap50}
 
 
 def ap50_drops(validation: dict) -> dict[str, float]:
@@ -463,7 +455,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=DEFAULT_COUNT,
                    help="calibration pictures drawn at random from --calib (default: all of them)")
     p.add_argument("--seed", type=int, default=0, help="seed for drawing --count pictures (default 0)")
-    p.add_argument("--validate", type=Path, metavar="SPLIT_DIR|COCO.json",
+    p.add_argument("--validate", type=Path, metavar="SPLIT_DIR",
                    help="evaluate the fp32 and the int8 model on this annotated validation split before writing "
                         "and record both AP50s in the file (shown in the model card)")
     p.add_argument("--out", type=Path, metavar="OUT.onnx", help="file to write (default: MODEL.int8.onnx)")
@@ -500,7 +492,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         pictures = calibration_pictures(args.calib, args.images, args.count, args.seed)
-        validation = _validation_split(args.validate) if args.validate is not None else None
+        if args.validate is not None and not (args.validate / "annotations.json").is_file():
+            raise FileNotFoundError(f"validation split not found: {args.validate / 'annotations.json'}")
         result = quantize_onnx(
             args.model, out, pictures,
             quant_format=args.quant_format,
@@ -511,8 +504,7 @@ def run(args: argparse.Namespace) -> int:
             fp32_stem=not args.int8_stem,
             exclude=args.keep_fp32,
             calibration_source=str(args.calib) + (f" ({args.count} drawn, seed {args.seed})" if args.count else ""),
-            validation=validation,
-            validation_source=str(args.validate or ""),
+            validation=args.validate,
             command="python -m detector " + " ".join(getattr(args, "argv", None) or sys.argv[1:]),
         )
     except (FileNotFoundError, ValueError, OSError) as exc:
@@ -537,17 +529,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"validation AP50 on {result.validation['n_images']} pictures of {args.validate}, fp32 -> int8: "
               + ", ".join(f"{c} {ap['fp32'][c]:.3f} -> {ap['int8'][c]:.3f} (drop {d:.2f} points)" for c, d in drops.items()))
     return 0
-
-
-def _validation_split(path: Path) -> list:
-    """Annotated pictures of a split folder (`annotations.json` + `images/`) or a COCO file."""
-    from detector.data.coco import load_coco
-
-    path = Path(path)
-    coco = path / "annotations.json" if path.is_dir() else path
-    if not coco.is_file():
-        raise FileNotFoundError(f"validation annotations not found: {coco}")
-    images = load_coco(coco)
-    if not images:
-        raise ValueError(f"no pictures in validation split {path}")
-    return images

@@ -266,5 +266,5 @@ def test_validate_with_a_missing_split_writes_nothing(models, calib_dir, tmp_pat
     assert main(["quantize", "--model", str(fp32), "--calib", str(calib_dir), "--count", "4",
                  "--validate", str(tmp_path / "no-split"), "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: validation annotations not found") and not out.exists()
+    assert err.startswith("error: validation split not found") and not out.exists()
 
