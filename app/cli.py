@@ -13,9 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from app import export_csv, headless, training_export_cli, users_cli
+from app import audit_cli, export_csv, headless, training_export_cli, users_cli
 
-COMMANDS = {"inspect": headless, "users": users_cli, "export-training-set": training_export_cli, "export-csv": export_csv}
+COMMANDS = {"inspect": headless, "users": users_cli, "export-training-set": training_export_cli, "export-csv": export_csv,
+            "audit": audit_cli}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,17 @@
 """QA review: gallery queries, verdict overrides, box corrections, training-set export.
 
 Nothing here rewrites what the station logged: the inspection's verdict and
-detections stay as they were. QA's word lives in `reviews` / `review_boxes`,
-and every change is also an append-only `audit` record (who, when, old, new,
-reason), which the database itself refuses to alter.
+detections stay as they were (the database refuses to change them). QA's word
+is appended, never updated: each QA action adds a `reviews` row (its verdict)
+and, for a box correction, a `review_boxes` row, with an audit record (who,
+when, old, new, reason) in the same transaction. QA's current word on an
+inspection is its latest `reviews` row: the `current_reviews` view
+(inspection_id, qa_verdict, reviewer, reviewed_at, audit_id), one row per
+reviewed inspection.
+
+Every QA action marks the inspection reviewed. A box correction (false positive,
+missed defect) keeps the verdict in force (QA's latest, else the station's):
+changing the verdict is always an explicit confirm/override with its own reason.
 """
 
 from __future__ import annotations
@@ -16,9 +24,10 @@ from typing import Any
 
 import cv2
 
+from app.audit import audit
 from app.roi import Roi
 from app.store import InspectionStore, iso_utc
-from app.users import User, audit
+from app.users import User, UserDirectory
 from app.verdict import FAIL, PASS
 
 SORTS = {
@@ -62,7 +71,7 @@ class GalleryFilter:
         if self.reviewed is not None:
             clauses.append(("" if self.reviewed else "NOT ") + "EXISTS (SELECT 1 FROM reviews r WHERE r.inspection_id = i.id)")
         if self.qa_verdict:
-            clauses.append("EXISTS (SELECT 1 FROM reviews r WHERE r.inspection_id = i.id AND r.qa_verdict = ?)")
+            clauses.append("EXISTS (SELECT 1 FROM current_reviews r WHERE r.inspection_id = i.id AND r.qa_verdict = ?)")
             params.append(self.qa_verdict)
         det = ["d.inspection_id = i.id", "d.shown = 1"]
         det_params: list[Any] = []
@@ -83,7 +92,7 @@ class GalleryFilter:
 
 GALLERY_COLUMNS = (
     "i.id, i.created_at, i.station, i.operator, i.part_id, i.verdict, i.max_score, i.annotated_path, i.image_path,"
-    " (SELECT r.qa_verdict FROM reviews r WHERE r.inspection_id = i.id) AS qa_verdict"
+    " (SELECT r.qa_verdict FROM current_reviews r WHERE r.inspection_id = i.id) AS qa_verdict"
 )
 
 
@@ -128,28 +137,38 @@ class ReviewState:
         return self.qa_verdict or self.inspection["verdict"]
 
 
-class ReviewService:
-    """Review actions by one user; each is one transaction with its audit record."""
+def review_state(store: InspectionStore, inspection_id: int) -> ReviewState:
+    """An inspection with QA's current word, box corrections and audit history (no user needed: reading)."""
+    insp = store.get(inspection_id)
+    if insp is None:
+        raise ValueError(f"no inspection #{inspection_id}")
+    review = store.query("SELECT qa_verdict FROM current_reviews WHERE inspection_id = ?", (inspection_id,))
+    boxes = store.query("SELECT detection_id, kind, label, x1, y1, x2, y2 FROM review_boxes WHERE inspection_id = ? ORDER BY id",
+                        (inspection_id,))
+    history = store.query("SELECT * FROM audit WHERE inspection_id = ? ORDER BY id", (inspection_id,))
+    return ReviewState(
+        inspection=insp,
+        qa_verdict=review[0]["qa_verdict"] if review else None,
+        false_positive_ids={b["detection_id"] for b in boxes if b["kind"] == "false_positive"},
+        missed=[{"label": b["label"], "box": (b["x1"], b["y1"], b["x2"], b["y2"])} for b in boxes if b["kind"] == "missed"],
+        history=[dict(h) for h in history],
+    )
 
-    def __init__(self, store: InspectionStore, user: User):
+
+class ReviewService:
+    """Review actions by one user; each is one transaction with its audit record.
+
+    Every action re-reads the user's record (`UserDirectory.require`): a user
+    disabled or moved out of QA since the service was made is refused at once.
+    """
+
+    def __init__(self, store: InspectionStore, user: User, users: UserDirectory | None = None):
         self.store = store
         self.user = user
+        self.users = users or UserDirectory(store)
 
     def state(self, inspection_id: int) -> ReviewState:
-        insp = self.store.get(inspection_id)
-        if insp is None:
-            raise ValueError(f"no inspection #{inspection_id}")
-        review = self.store.query("SELECT qa_verdict FROM reviews WHERE inspection_id = ?", (inspection_id,))
-        boxes = self.store.query("SELECT detection_id, kind, label, x1, y1, x2, y2 FROM review_boxes WHERE inspection_id = ?",
-                                 (inspection_id,))
-        history = self.store.query("SELECT * FROM audit WHERE inspection_id = ? ORDER BY id", (inspection_id,))
-        return ReviewState(
-            inspection=insp,
-            qa_verdict=review[0]["qa_verdict"] if review else None,
-            false_positive_ids={b["detection_id"] for b in boxes if b["kind"] == "false_positive"},
-            missed=[{"label": b["label"], "box": (b["x1"], b["y1"], b["x2"], b["y2"])} for b in boxes if b["kind"] == "missed"],
-            history=[dict(h) for h in history],
-        )
+        return review_state(self.store, inspection_id)
 
     def _reason(self, reason: str) -> str:
         reason = (reason or "").strip()
@@ -157,63 +176,73 @@ class ReviewService:
             raise ValueError("a reason is required for every review change")
         return reason
 
+    def _begin(self, conn, inspection_id: int) -> tuple[User, dict, str]:
+        """Inside the action's transaction: the reviewer as the database knows them now, the inspection,
+        and the verdict in force (QA's latest, else the station's)."""
+        reviewer = self.users.require(self.user, "review", conn)
+        insp = conn.execute("SELECT id, verdict, frame_w, frame_h FROM inspections WHERE id = ?", (inspection_id,)).fetchone()
+        if insp is None:
+            raise ValueError(f"no inspection #{inspection_id}")
+        current = conn.execute("SELECT qa_verdict FROM current_reviews WHERE inspection_id = ?", (inspection_id,)).fetchone()
+        return reviewer, dict(insp), current[0] if current else insp["verdict"]
+
+    @staticmethod
+    def _review(conn, inspection_id: int, verdict: str, reviewer: User, audit_id: int, at: datetime) -> None:
+        conn.execute("INSERT INTO reviews (inspection_id, qa_verdict, reviewer, reviewed_at, audit_id) VALUES (?,?,?,?,?)",
+                     (inspection_id, verdict, reviewer.name, iso_utc(at), audit_id))
+
     def set_verdict(self, inspection_id: int, verdict: str, reason: str) -> None:
-        """Confirm (same verdict) or override the station's verdict."""
-        self.user.require("review")
+        """Confirm (same verdict as the station's) or override it."""
         if verdict not in (PASS, FAIL):
             raise ValueError(f"verdict must be PASS or FAIL, got {verdict!r}")
         reason = self._reason(reason)
-        before = self.state(inspection_id)
-        action = "review.confirm" if verdict == before.inspection["verdict"] else "review.override"
-        now = iso_utc(datetime.now(timezone.utc))
+        now = datetime.now(timezone.utc)
         with self.store.transaction() as conn:
-            audit_id = audit(conn, self.user.name, action, inspection_id=inspection_id,
-                             old={"verdict": before.effective_verdict, "station_verdict": before.inspection["verdict"]},
-                             new={"verdict": verdict}, reason=reason)
-            conn.execute(
-                "INSERT INTO reviews (inspection_id, qa_verdict, reviewer, reviewed_at, audit_id) VALUES (?,?,?,?,?)"
-                " ON CONFLICT (inspection_id) DO UPDATE SET qa_verdict = excluded.qa_verdict, reviewer = excluded.reviewer,"
-                " reviewed_at = excluded.reviewed_at, audit_id = excluded.audit_id",
-                (inspection_id, verdict, self.user.name, now, audit_id),
-            )
+            reviewer, insp, in_force = self._begin(conn, inspection_id)
+            action = "review.confirm" if verdict == insp["verdict"] else "review.override"
+            audit_id = audit(conn, reviewer.name, action, inspection_id=inspection_id,
+                             old={"verdict": in_force, "station_verdict": insp["verdict"]},
+                             new={"verdict": verdict}, reason=reason, at=now)
+            self._review(conn, inspection_id, verdict, reviewer, audit_id, now)
 
     def mark_false_positive(self, inspection_id: int, detection_id: int, reason: str) -> None:
-        self.user.require("review")
         reason = self._reason(reason)
-        rows = self.store.query("SELECT id, label, score, x1, y1, x2, y2 FROM detections WHERE id = ? AND inspection_id = ?",
-                                (detection_id, inspection_id))
-        if not rows:
-            raise ValueError(f"inspection #{inspection_id} has no detection {detection_id}")
-        d = rows[0]
-        if detection_id in self.state(inspection_id).false_positive_ids:
-            raise ValueError(f"detection {detection_id} is already marked as a false positive")
+        now = datetime.now(timezone.utc)
         with self.store.transaction() as conn:
-            audit_id = audit(conn, self.user.name, "review.false_positive", inspection_id=inspection_id,
+            reviewer, insp, in_force = self._begin(conn, inspection_id)
+            d = conn.execute("SELECT id, label, score, x1, y1, x2, y2 FROM detections WHERE id = ? AND inspection_id = ?",
+                             (detection_id, inspection_id)).fetchone()
+            if d is None:
+                raise ValueError(f"inspection #{inspection_id} has no detection {detection_id}")
+            if conn.execute("SELECT 1 FROM review_boxes WHERE detection_id = ? AND kind = 'false_positive'",
+                            (detection_id,)).fetchone():
+                raise ValueError(f"detection {detection_id} is already marked as a false positive")
+            audit_id = audit(conn, reviewer.name, "review.false_positive", inspection_id=inspection_id,
                              old={"detection_id": detection_id, "label": d["label"], "score": d["score"]},
-                             new={"false_positive": True}, reason=reason)
+                             new={"false_positive": True, "verdict": in_force}, reason=reason, at=now)
             conn.execute("INSERT INTO review_boxes (inspection_id, detection_id, kind, label, x1, y1, x2, y2, audit_id)"
                          " VALUES (?,?,?,?,?,?,?,?,?)",
                          (inspection_id, detection_id, "false_positive", d["label"], d["x1"], d["y1"], d["x2"], d["y2"], audit_id))
+            self._review(conn, inspection_id, in_force, reviewer, audit_id, now)
 
     def add_missed(self, inspection_id: int, label: str, box: tuple[float, float, float, float], reason: str) -> None:
         """A defect the model missed, drawn by QA (frame pixels)."""
-        self.user.require("review")
         reason = self._reason(reason)
-        insp = self.store.get(inspection_id)
-        if insp is None:
-            raise ValueError(f"no inspection #{inspection_id}")
-        x1, y1, x2, y2 = (float(v) for v in box)
-        x1, x2 = sorted((max(0.0, x1), min(float(insp["frame_w"]), x2)))
-        y1, y2 = sorted((max(0.0, y1), min(float(insp["frame_h"]), y2)))
-        if x2 - x1 < 1 or y2 - y1 < 1:
-            raise ValueError("the box is empty or outside the frame")
         if not label.strip():
             raise ValueError("pick the class of the missed defect")
+        now = datetime.now(timezone.utc)
         with self.store.transaction() as conn:
-            audit_id = audit(conn, self.user.name, "review.missed", inspection_id=inspection_id,
-                             new={"label": label, "box": [x1, y1, x2, y2]}, reason=reason)
+            reviewer, insp, in_force = self._begin(conn, inspection_id)
+            x1, y1, x2, y2 = (float(v) for v in box)
+            x1, x2 = sorted((max(0.0, x1), min(float(insp["frame_w"]), x2)))
+            y1, y2 = sorted((max(0.0, y1), min(float(insp["frame_h"]), y2)))
+            if x2 - x1 < 1 or y2 - y1 < 1:
+                raise ValueError("the box is empty or outside the frame")
+            audit_id = audit(conn, reviewer.name, "review.missed", inspection_id=inspection_id,
+                             new={"label": label, "box": [x1, y1, x2, y2], "verdict": in_force}, reason=reason, at=now)
             conn.execute("INSERT INTO review_boxes (inspection_id, detection_id, kind, label, x1, y1, x2, y2, audit_id)"
                          " VALUES (?,?,?,?,?,?,?,?,?)", (inspection_id, None, "missed", label, x1, y1, x2, y2, audit_id))
+            self._review(conn, inspection_id, in_force, reviewer, audit_id, now)
 
 
 def record_setting_change(store: InspectionStore, user: User, action: str, old, new, reason: str = "") -> None:
@@ -244,10 +273,9 @@ def export_training_set(store: InspectionStore, out_dir: str | Path, flt: Galler
     flt = GalleryFilter(**{**flt.__dict__, "reviewed": True})
     where, params = flt.where()
     ids = [r[0] for r in store.query(f"SELECT i.id FROM inspections i{where} ORDER BY i.id", params)]
-    service = ReviewService(store, User("export", "qa"))
     annotated, classes, skipped = [], set(), []
     for inspection_id in ids:
-        st = service.state(inspection_id)
+        st = review_state(store, inspection_id)
         insp = st.inspection
         frame_path = store.resolve(insp["image_path"])
         frame = cv2.imread(str(frame_path), cv2.IMREAD_UNCHANGED) if frame_path and frame_path.is_file() else None

@@ -14,11 +14,16 @@ keeps the database itself consistent. The schema is versioned with
 
 from __future__ import annotations
 
+import logging
+import os
+import re
 import shutil
 import sqlite3
+import tempfile
 import threading
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -39,7 +44,7 @@ class StoreError(RuntimeError):
 
 # Each entry migrates the schema from version i to i + 1. Never edit a released
 # step: add a new one.
-MIGRATIONS: list[str] = [
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """
     CREATE TABLE inspections (
         id INTEGER PRIMARY KEY,
@@ -128,7 +133,110 @@ MIGRATIONS: list[str] = [
     CREATE INDEX ix_review_boxes_inspection ON review_boxes (inspection_id);
     """,
 ]
+
+# v3, before the existing audit records are chained (app.audit.chain_existing).
+_V3_SCHEMA = """
+ALTER TABLE audit ADD COLUMN prev_hash TEXT;  -- hash of the record before it (app.audit)
+ALTER TABLE audit ADD COLUMN hash TEXT;       -- SHA-256 of this record's canonical content, prev_hash included
+DROP TRIGGER audit_append_only_update;        -- back in _V3_GUARDS once the existing records are hashed
+ALTER TABLE users ADD COLUMN failed_attempts INTEGER NOT NULL DEFAULT 0;  -- wrong PINs since the last good one
+ALTER TABLE users ADD COLUMN locked_until TEXT;                           -- ISO 8601 UTC; sign-in refused until then
+CREATE TABLE reviews_v3 (                     -- QA's word, append-only: the latest row per inspection is current
+    id INTEGER PRIMARY KEY,
+    inspection_id INTEGER NOT NULL REFERENCES inspections (id),
+    qa_verdict TEXT NOT NULL CHECK (qa_verdict IN ('PASS', 'FAIL')),
+    reviewer TEXT NOT NULL,
+    reviewed_at TEXT NOT NULL,
+    audit_id INTEGER NOT NULL REFERENCES audit (id)
+);
+-- v2 kept one row per inspection; a box correction alone left none: it now counts as
+-- a review that keeps the station's verdict (what QA's correction meant then).
+INSERT INTO reviews_v3 (inspection_id, qa_verdict, reviewer, reviewed_at, audit_id)
+    SELECT inspection_id, qa_verdict, reviewer, reviewed_at, audit_id FROM (
+        SELECT inspection_id, qa_verdict, reviewer, reviewed_at, audit_id FROM reviews
+        UNION ALL
+        SELECT b.inspection_id, i.verdict, a.user, a.at, a.id FROM review_boxes b
+            JOIN inspections i ON i.id = b.inspection_id JOIN audit a ON a.id = b.audit_id
+            WHERE b.id IN (SELECT MAX(id) FROM review_boxes GROUP BY inspection_id)
+            AND NOT EXISTS (SELECT 1 FROM reviews r WHERE r.inspection_id = b.inspection_id)
+    ) ORDER BY audit_id;
+DROP TABLE reviews;
+ALTER TABLE reviews_v3 RENAME TO reviews;
+CREATE INDEX ix_reviews_inspection ON reviews (inspection_id, id);
+CREATE VIEW current_reviews AS                -- QA's current word per reviewed inspection
+    SELECT r.inspection_id, r.qa_verdict, r.reviewer, r.reviewed_at, r.audit_id FROM reviews r
+    WHERE r.id = (SELECT MAX(r2.id) FROM reviews r2 WHERE r2.inspection_id = r.inspection_id);
+"""
+# v3 guards, for every connection (not only ours). REPLACE deletes the old row without
+# firing DELETE triggers (unless the per-connection recursive_triggers pragma is on), so
+# each table also refuses an INSERT whose key exists. Tables with history are append-only;
+# users change (role, PIN, lock) but are disabled, never deleted.
+_V3_GUARDS = """
+CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+CREATE TRIGGER audit_no_replace BEFORE INSERT ON audit WHEN EXISTS (SELECT 1 FROM audit WHERE id = NEW.id)
+    BEGIN SELECT RAISE(ABORT, 'audit records are append-only: a record with this id exists (REPLACE refused)'); END;
+CREATE TRIGGER inspections_no_update BEFORE UPDATE ON inspections
+    BEGIN SELECT RAISE(ABORT, 'inspections are immutable once logged'); END;
+CREATE TRIGGER inspections_no_delete BEFORE DELETE ON inspections
+    BEGIN SELECT RAISE(ABORT, 'inspections are immutable once logged'); END;
+CREATE TRIGGER inspections_no_replace BEFORE INSERT ON inspections
+    WHEN EXISTS (SELECT 1 FROM inspections WHERE id = NEW.id) OR EXISTS (SELECT 1 FROM inspections WHERE uid = NEW.uid)
+    BEGIN SELECT RAISE(ABORT, 'inspections are immutable once logged: one with this id or uid exists (REPLACE refused)'); END;
+CREATE TRIGGER detections_no_update BEFORE UPDATE ON detections
+    BEGIN SELECT RAISE(ABORT, 'detections are immutable once logged'); END;
+CREATE TRIGGER detections_no_delete BEFORE DELETE ON detections
+    BEGIN SELECT RAISE(ABORT, 'detections are immutable once logged'); END;
+CREATE TRIGGER detections_no_replace BEFORE INSERT ON detections WHEN EXISTS (SELECT 1 FROM detections WHERE id = NEW.id)
+    BEGIN SELECT RAISE(ABORT, 'detections are immutable once logged: one with this id exists (REPLACE refused)'); END;
+CREATE TRIGGER reviews_no_update BEFORE UPDATE ON reviews
+    BEGIN SELECT RAISE(ABORT, 'QA reviews are append-only'); END;
+CREATE TRIGGER reviews_no_delete BEFORE DELETE ON reviews
+    BEGIN SELECT RAISE(ABORT, 'QA reviews are append-only'); END;
+CREATE TRIGGER reviews_no_replace BEFORE INSERT ON reviews WHEN EXISTS (SELECT 1 FROM reviews WHERE id = NEW.id)
+    BEGIN SELECT RAISE(ABORT, 'QA reviews are append-only: one with this id exists (REPLACE refused)'); END;
+CREATE TRIGGER review_boxes_no_update BEFORE UPDATE ON review_boxes
+    BEGIN SELECT RAISE(ABORT, 'QA box corrections are append-only'); END;
+CREATE TRIGGER review_boxes_no_delete BEFORE DELETE ON review_boxes
+    BEGIN SELECT RAISE(ABORT, 'QA box corrections are append-only'); END;
+CREATE TRIGGER review_boxes_no_replace BEFORE INSERT ON review_boxes WHEN EXISTS (SELECT 1 FROM review_boxes WHERE id = NEW.id)
+    BEGIN SELECT RAISE(ABORT, 'QA box corrections are append-only: one with this id exists (REPLACE refused)'); END;
+CREATE TRIGGER users_no_delete BEFORE DELETE ON users
+    BEGIN SELECT RAISE(ABORT, 'users are disabled, never deleted'); END;
+"""
+
+
+def _migrate_v3(conn: sqlite3.Connection) -> None:
+    """v3: the audit hash chain, append-only QA reviews, an immutable log, sign-in lockout."""
+    from app.audit import chain_existing
+
+    for statement in _statements(_V3_SCHEMA):
+        conn.execute(statement)
+    chain_existing(conn)
+    for statement in _statements(_V3_GUARDS):
+        conn.execute(statement)
+
+
+MIGRATIONS.append(_migrate_v3)
 SCHEMA_VERSION = len(MIGRATIONS)
+# Pictures without a logged inspection are removed once they are this old (a younger one
+# may belong to an inspection another process is committing right now).
+ORPHAN_MIN_AGE_S = 600.0
+_PICTURE_UID = re.compile(r"\.?([0-9a-f]{32})[._]")
+_DAY_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def guard_triggers() -> dict[str, str]:
+    """The triggers that protect the log, by name, as the migrations create them."""
+    out: dict[str, str] = {}
+    for script in (MIGRATIONS[1], _V3_SCHEMA, _V3_GUARDS):
+        for statement in _statements(script):
+            words = statement.split()
+            if words[:2] == ["CREATE", "TRIGGER"]:
+                out[words[2]] = statement
+            elif words[:2] == ["DROP", "TRIGGER"]:
+                out.pop(words[2].rstrip(";"), None)
+    return out
 
 
 @dataclass
@@ -170,10 +278,10 @@ def iso_utc(t: datetime) -> str:
 def connect(db_path: str | Path) -> sqlite3.Connection:
     """A connection with the station's pragmas, schema migrated to the latest version."""
     db_path = Path(db_path)
+    _check_writable(db_path)
     try:
-        db_path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(db_path, timeout=10.0, check_same_thread=False, isolation_level=None)
-    except (OSError, sqlite3.Error) as exc:
+    except sqlite3.Error as exc:
         raise StoreError(f"cannot open inspection database {db_path}: {exc}") from exc
     try:
         conn.row_factory = sqlite3.Row
@@ -182,10 +290,46 @@ def connect(db_path: str | Path) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         _migrate(conn, db_path)
+        _restore_guards(conn)
     except sqlite3.DatabaseError as exc:
         conn.close()
+        if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc):
+            raise StoreError(f"the inspection database {db_path} is read-only ({exc}): the station must write"
+                             f" to it; fix its permissions or pick another data folder") from exc
         raise StoreError(f"{db_path} is not a usable inspection database: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
     return conn
+
+
+def _check_writable(db_path: Path) -> None:
+    """Refuse, naming the folder and the reason, a data folder or database the station cannot write.
+
+    SQLite itself only says "unable to open database file" for all of these.
+    """
+    folder = db_path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise StoreError(f"cannot use {folder} as the data folder: it is a file, not a folder") from None
+    except OSError as exc:
+        raise StoreError(f"cannot create the data folder {folder}: {exc.strerror or exc}"
+                         + (" (a part of that path is a file)" if isinstance(exc, NotADirectoryError) else "")) from exc
+    if db_path.is_dir():
+        raise StoreError(f"{db_path} is a folder, not an inspection database")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise StoreError(f"the data folder {folder} is not writable ({exc.strerror or exc}): the station writes its log"
+                         " and pictures there; fix its permissions or pick another data folder") from exc
+    if db_path.exists():
+        try:
+            with open(db_path, "r+b"):
+                pass
+        except OSError as exc:
+            raise StoreError(f"the inspection database {db_path} is not writable ({exc.strerror or exc})") from exc
 
 
 def _migrate(conn: sqlite3.Connection, db_path: Path) -> None:
@@ -194,17 +338,55 @@ def _migrate(conn: sqlite3.Connection, db_path: Path) -> None:
         raise StoreError(
             f"{db_path} was written by a newer station (schema {version}, this one knows {SCHEMA_VERSION}); update the station"
         )
-    # Statements one by one inside our own transaction: executescript() would commit midway.
-    for target in range(version + 1, SCHEMA_VERSION + 1):
+    while version < SCHEMA_VERSION:
+        # Statements one by one inside our own transaction: executescript() would commit midway.
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _statements(MIGRATIONS[target - 1]):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {target}")
+            # Read again under the write lock: another process may have migrated meanwhile.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < SCHEMA_VERSION:
+                step = MIGRATIONS[version]
+                if callable(step):
+                    step(conn)
+                else:
+                    for statement in _statements(step):
+                        conn.execute(statement)
+                version += 1
+                conn.execute(f"PRAGMA user_version = {version}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+
+def _restore_guards(conn: sqlite3.Connection) -> None:
+    """Put back protective triggers someone dropped, and say so in the audit trail.
+
+    Whatever was changed while they were gone shows as a break in the chain
+    (`audit verify`); this record shows that they were gone.
+    """
+    guards = guard_triggers()
+    if _missing_guards(conn, guards):
+        from app.audit import audit
+
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            missing = _missing_guards(conn, guards)
+            for name in missing:
+                conn.execute(guards[name])
+            if missing:
+                audit(conn, "station", "db.guards_restored", new={"triggers": missing},
+                      reason="protective triggers were found removed from the database")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        logging.getLogger(__name__).warning("restored protective triggers %s in the inspection log", ", ".join(missing))
+
+
+def _missing_guards(conn: sqlite3.Connection, guards: dict[str, str]) -> list[str]:
+    present = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    return sorted(set(guards) - present)
 
 
 def _statements(script: str) -> list[str]:
@@ -218,6 +400,14 @@ def _statements(script: str) -> list[str]:
     if buf.strip():
         out.append(buf.strip())
     return out
+
+
+def _remove(path: Path) -> bool:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        return False
+    return True
 
 
 def _one_channel_if_mono(image: np.ndarray | None) -> np.ndarray | None:
@@ -237,7 +427,8 @@ def _one_channel_if_mono(image: np.ndarray | None) -> np.ndarray | None:
 class InspectionStore:
     """Thread-safe writer/reader of the inspection log in one data folder."""
 
-    def __init__(self, db_path: str | Path, image_dir: str | Path | None = None, min_free_bytes: int = 0):
+    def __init__(self, db_path: str | Path, image_dir: str | Path | None = None, min_free_bytes: int = 0,
+                 sweep_orphans: bool = True):
         self.db_path = Path(db_path)
         self.root = self.db_path.parent
         self.image_dir = Path(image_dir) if image_dir is not None else self.root / "images"
@@ -246,6 +437,11 @@ class InspectionStore:
         self.min_free_bytes = int(min_free_bytes)
         self._lock = threading.Lock()
         self._conn = connect(self.db_path)
+        if sweep_orphans:
+            try:
+                self.sweep_orphans()
+            except (OSError, sqlite3.Error, StoreError) as exc:  # housekeeping: never stops the station
+                logging.getLogger(__name__).warning("could not sweep orphan pictures in %s: %s", self.image_dir, exc)
 
     def close(self) -> None:
         with self._lock:
@@ -268,6 +464,9 @@ class InspectionStore:
         Raises StoreError only if the database write fails.
         """
         warnings: list[str] = []
+        if self.query("SELECT 1 FROM inspections WHERE uid = ?", (rec.uid,)):
+            # Its pictures would overwrite those of the logged one (and be removed when the insert fails).
+            raise StoreError(f"inspection {rec.uid} is logged already in {self.db_path}")
         day = rec.created_at.astimezone(timezone.utc).strftime("%Y-%m-%d")
         image_path = self._save_image(_one_channel_if_mono(frame), f"{day}/{rec.uid}.png", warnings, "frame")
         annotated_path = self._save_image(annotated, f"{day}/{rec.uid}_annotated.jpg", warnings, "annotated frame")
@@ -299,7 +498,10 @@ class InspectionStore:
             except sqlite3.Error as exc:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
-                raise StoreError(f"could not log the inspection in {self.db_path}: {exc}") from exc
+                # Pictures of an inspection that is not in the log prove nothing: keep log and folder consistent.
+                kept = [str(p) for p in (image_path, annotated_path) if p is not None and not _remove(p)]
+                raise StoreError(f"could not log the inspection in {self.db_path}: {exc}"
+                                 + (f" (its pictures could not be removed: {', '.join(kept)})" if kept else "")) from exc
         return StoredInspection(inspection_id, rec.uid, image_path, annotated_path, warnings)
 
     def _save_image(self, image: np.ndarray | None, relative: str, warnings: list[str], what: str) -> Path | None:
@@ -331,6 +533,59 @@ class InspectionStore:
             return path.relative_to(self.root).as_posix()
         except ValueError:
             return str(path)
+
+    def sweep_orphans(self, min_age_s: float = ORPHAN_MIN_AGE_S, now: float | None = None) -> list[Path]:
+        """Remove pictures whose inspection is not in the log (older than `min_age_s`); returns them.
+
+        They come from a process killed between saving the pictures and committing
+        the row. Such a picture never backed a logged verdict, so it is deleted, not
+        kept: the audit trail records which files went. Only day folders changed
+        since the last sweep are read (a marker file keeps its time), so a start
+        costs a directory listing of today's folder, not of the whole archive.
+        """
+        if not self.image_dir.is_dir():
+            return []
+        now = time.time() if now is None else now
+        cutoff = now - min_age_s
+        marker = self.image_dir / ".orphan-sweep"
+        try:
+            since = float(marker.read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            since = 0.0
+        removed: list[Path] = []
+        for day in sorted(self.image_dir.iterdir()):
+            if not (_DAY_FOLDER.fullmatch(day.name) and day.is_dir()) or day.stat().st_mtime < since:
+                continue
+            by_uid: dict[str, list[Path]] = {}
+            for entry in os.scandir(day):
+                m = _PICTURE_UID.match(entry.name)
+                if m and entry.is_file(follow_symlinks=False):
+                    by_uid.setdefault(m.group(1), []).append(Path(entry.path))
+            logged = self._logged_uids(list(by_uid))
+            for uid, paths in by_uid.items():
+                for path in paths:
+                    # Temp files of an interrupted write are garbage even when the row exists.
+                    orphan = uid not in logged or path.name.startswith(".")
+                    if orphan and path.stat().st_mtime < cutoff and _remove(path):
+                        removed.append(path)
+        if removed:
+            from app.audit import audit
+
+            with self.transaction() as conn:
+                audit(conn, "station", "store.orphans_removed", new={"files": [self._relative(p) for p in removed]},
+                      reason="pictures without a logged inspection (the process stopped before the row was committed)")
+        try:
+            atomic_write_bytes(marker, f"{cutoff:.3f}".encode("ascii"))
+        except OSError:
+            pass  # the next start reads every folder again: slower, still right
+        return removed
+
+    def _logged_uids(self, uids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(uids), 500):
+            chunk = uids[i:i + 500]
+            found |= {r[0] for r in self.query(f"SELECT uid FROM inspections WHERE uid IN ({','.join('?' * len(chunk))})", chunk)}
+        return found
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

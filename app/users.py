@@ -2,19 +2,30 @@
 
 Roles: operators inspect; QA also reviews; supervisors export reports and see
 trends; admins may do everything, including rules, models and users. A
-station with no users yet is open (first-run set-up) until an admin is added.
+station on which no user was ever created is open (first-run set-up): anyone
+may act, as SETUP_USER. Once a user exists, every action re-reads the acting
+user's record (`UserDirectory.require`): a disabled user or a changed role
+takes effect at once, whatever `User` object the caller holds.
+
+Sign-in: PINs have at least `min_pin_length` characters (6 by default); after 5
+wrong PINs the user is locked for 5 minutes (kept in the database, so a restart
+does not reset it), and `authenticate` raises `AccountLocked` saying until when.
+Every failure and every lock is audited.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
-import json
 import secrets
 import sqlite3
+import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
+from app.audit import audit  # noqa: F401  (re-exported: callers append audit records through app.users too)
 from app.store import InspectionStore, iso_utc
 
 ROLES = ("operator", "qa", "supervisor", "admin")
@@ -24,13 +35,31 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "supervisor": frozenset({"inspect", "gallery", "reports"}),
     "admin": frozenset({"inspect", "gallery", "review", "reports", "settings", "users"}),
 }
-# scrypt cost: ~50 ms per check on one core, 16 MiB; enough to make offline guessing of short PINs slow.
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
-MIN_SECRET_LENGTH = 4
+# scrypt cost: 64 MiB and about 0.2 s per check on one core of the station PC
+# (benchmarks/bench_pin_cost.py), so trying all 10^6 six-digit PINs against a stolen
+# copy of the database takes days per core. Stored hashes carry their own parameters:
+# older, cheaper ones still verify and are upgraded at the next good sign-in.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**16, 8, 1
+# Room for one check at the cost above (128 * r * n bytes) and a refusal of absurd
+# parameters in a tampered hash, which would otherwise exhaust memory.
+SCRYPT_MAXMEM = 256 * 2**20
+MIN_PIN_LENGTH = 6
+MAX_ATTEMPTS = 5
+LOCK_TIME = timedelta(minutes=5)
 
 
 class PermissionDenied(PermissionError):
     pass
+
+
+class AccountLocked(PermissionDenied):
+    """Too many wrong PINs: sign-in is refused, even with the right PIN, until `until` (UTC)."""
+
+    def __init__(self, name: str, until: datetime, attempts: int = MAX_ATTEMPTS):
+        self.name, self.until = name, until
+        local = until.astimezone()
+        super().__init__(f"{name} is locked after {attempts} wrong PINs until {local:%H:%M:%S}"
+                         f" ({local:%Y-%m-%d}); try again then, or ask an admin to set a new PIN")
 
 
 @dataclass(frozen=True)
@@ -42,20 +71,22 @@ class User:
         return permission in PERMISSIONS.get(self.role, frozenset())
 
     def require(self, permission: str) -> None:
+        """The role check alone; `UserDirectory.require` also checks the user's current record."""
         if not self.can(permission):
             raise PermissionDenied(f"{self.name} ({self.role}) may not {permission}")
 
 
-# Stands for whoever uses a station that has no users yet.
+# Stands for whoever uses a station on which no user was ever created.
 SETUP_USER = User("setup (no users yet)", "admin")
 
 
-def hash_secret(secret: str) -> str:
-    if len(secret) < MIN_SECRET_LENGTH:
-        raise ValueError(f"PIN/password must have at least {MIN_SECRET_LENGTH} characters")
+def hash_secret(secret: str, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
+    """A salted scrypt hash carrying its parameters: scrypt$n$r$p$salt$digest."""
+    if not secret:
+        raise ValueError("the PIN is empty")
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(secret.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${digest.hex()}"
+    digest = hashlib.scrypt(secret.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=SCRYPT_MAXMEM, dklen=32)
+    return f"scrypt${n}${r}${p}${salt.hex()}${digest.hex()}"
 
 
 def verify_secret(secret: str, stored: str) -> bool:
@@ -64,56 +95,123 @@ def verify_secret(secret: str, stored: str) -> bool:
         if kind != "scrypt":
             return False
         got = hashlib.scrypt(secret.encode("utf-8"), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p),
-                             dklen=len(bytes.fromhex(digest)))
-    except (ValueError, TypeError):
+                             maxmem=SCRYPT_MAXMEM, dklen=len(bytes.fromhex(digest)))
+    except (ValueError, TypeError, OverflowError, MemoryError):
         return False
     return hmac.compare_digest(got, bytes.fromhex(digest))
 
 
-def audit(conn: sqlite3.Connection, user: str, action: str, *, inspection_id: int | None = None,
-          old=None, new=None, reason: str = "") -> int:
-    """Append one audit record (inside the caller's transaction)."""
-    cur = conn.execute(
-        "INSERT INTO audit (at, user, action, inspection_id, old_value, new_value, reason) VALUES (?,?,?,?,?,?,?)",
-        (iso_utc(datetime.now(timezone.utc)), user, action, inspection_id,
-         None if old is None else json.dumps(old, sort_keys=True, ensure_ascii=False),
-         None if new is None else json.dumps(new, sort_keys=True, ensure_ascii=False), reason),
-    )
-    return int(cur.lastrowid)
+def needs_rehash(stored: str) -> bool:
+    """A hash made with other (older) scrypt parameters than today's."""
+    return stored.split("$")[1:4] != [str(SCRYPT_N), str(SCRYPT_R), str(SCRYPT_P)]
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_secret("timing-equaliser")
+
+
+Query = Callable[..., list]
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 class UserDirectory:
-    """Users in the station's database (the `users` table); every change is audited."""
+    """Users in the station's database (the `users` table); every change is audited.
 
-    def __init__(self, store: InspectionStore):
+    `clock` returns the current time (aware, UTC): injectable so that tests can
+    let a lock expire without waiting.
+    """
+
+    def __init__(self, store: InspectionStore, *, min_pin_length: int = MIN_PIN_LENGTH, max_attempts: int = MAX_ATTEMPTS,
+                 lock_time: timedelta = LOCK_TIME, clock: Callable[[], datetime] | None = None):
+        if min_pin_length < 1 or max_attempts < 1:
+            raise ValueError("min_pin_length and max_attempts must be at least 1")
         self.store = store
+        self.min_pin_length = int(min_pin_length)
+        self.max_attempts = int(max_attempts)
+        self.lock_time = lock_time
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+
+    # -- who may act ----------------------------------------------------------------------
+
+    def is_open(self) -> bool:
+        """No user was ever created: the station is open (first-run set-up), anyone may act."""
+        return self._is_open(self.store.query)
 
     def any_users(self) -> bool:
+        """A user was ever created, even if all are disabled now (the station is not open). Same as `not is_open()`."""
+        return not self.is_open()
+
+    def any_active(self) -> bool:
         return bool(self.store.query("SELECT 1 FROM users WHERE active = 1 LIMIT 1"))
 
-    def list(self) -> list[dict]:
-        return [dict(r) for r in self.store.query("SELECT name, role, active, created_at FROM users ORDER BY name")]
+    def current(self, name: str) -> User | None:
+        """The active user of that name with their current role; None if unknown or disabled."""
+        rows = self.store.query("SELECT name, role FROM users WHERE name = ? AND active = 1", (name.strip(),))
+        return User(rows[0]["name"], rows[0]["role"]) if rows else None
 
-    def _check_admin(self, by: User) -> None:
-        # The very first user may be created by anyone and must be an admin.
-        if self.any_users():
-            by.require("users")
+    def require(self, user: User, permission: str, conn: sqlite3.Connection | None = None) -> User:
+        """The acting user as the database knows them now, if they may do `permission`.
+
+        Raises PermissionDenied when the user is unknown or disabled, or when their
+        current role (not the one on the `User` object) lacks the permission. On a
+        station where no user was ever created, anyone may do anything. Pass `conn`
+        inside `store.transaction()` so the check and the change are one transaction.
+        """
+        return self._require(_reader(conn) if conn is not None else self.store.query, user, permission)
+
+    def _require(self, q: Query, user: User, permission: str) -> User:
+        rows = q("SELECT name, role, active FROM users WHERE name = ?", (user.name.strip(),))
+        if not rows and self._is_open(q):
+            return user
+        if not rows or not rows[0]["active"]:
+            raise PermissionDenied(f"{user.name} is not an active user of this station (disabled, or never added)")
+        current = User(rows[0]["name"], rows[0]["role"])
+        current.require(permission)
+        return current
+
+    @staticmethod
+    def _is_open(q: Query) -> bool:
+        # Users are never deleted (a trigger refuses it), and the audit trail remembers every
+        # user ever added: emptying the users table by hand does not reopen the station.
+        return not q("SELECT 1 FROM users LIMIT 1") and not q("SELECT 1 FROM audit WHERE action = 'user.add' LIMIT 1")
+
+    # -- managing users -------------------------------------------------------------------
+
+    def list(self) -> list[dict]:
+        return [dict(r) for r in self.store.query(
+            "SELECT name, role, active, created_at, locked_until FROM users ORDER BY name")]
+
+    def check_pin(self, secret: str) -> None:
+        if len(secret or "") < self.min_pin_length:
+            raise ValueError(f"the PIN must have at least {self.min_pin_length} digits")
 
     def add(self, name: str, role: str, secret: str, by: User) -> User:
-        name = name.strip()
-        if not name:
-            raise ValueError("user name is empty")
+        """Add a user. While no user was ever created, anyone may add the first one, an admin."""
+        name = _valid_name(name)
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
-        if not self.any_users() and role != "admin":
+        self.check_pin(secret)
+        if self.is_open() and role != "admin":
             raise ValueError("the first user must be an admin (someone has to be able to manage users)")
-        self._check_admin(by)
         hashed = hash_secret(secret)
         try:
             with self.store.transaction() as conn:
+                q = _reader(conn)
+                if self._is_open(q):
+                    if role != "admin":
+                        raise ValueError("the first user must be an admin (someone has to be able to manage users)")
+                    signer = by.name
+                else:
+                    signer = self._require(q, by, "users").name
                 conn.execute("INSERT INTO users (name, role, secret_hash, created_at) VALUES (?,?,?,?)",
-                             (name, role, hashed, iso_utc(datetime.now(timezone.utc))))
-                audit(conn, by.name, "user.add", new={"name": name, "role": role})
+                             (name, role, hashed, iso_utc(self.clock())))
+                audit(conn, signer, "user.add", new={"name": name, "role": role})
         except sqlite3.IntegrityError:
             raise ValueError(f"a user named {name!r} exists already") from None
         return User(name, role)
@@ -121,39 +219,110 @@ class UserDirectory:
     def set_role(self, name: str, role: str, by: User) -> None:
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
-        by.require("users")
-        row = self._row(name)
         with self.store.transaction() as conn:
+            q = _reader(conn)
+            signer = self._require(q, by, "users")
+            row = self._row(q, name)
+            if role != "admin":
+                self._keep_an_admin(q, row, "demoted")
             conn.execute("UPDATE users SET role = ? WHERE name = ?", (role, row["name"]))
-            audit(conn, by.name, "user.role", old={"name": row["name"], "role": row["role"]},
+            audit(conn, signer.name, "user.role", old={"name": row["name"], "role": row["role"]},
                   new={"name": row["name"], "role": role})
 
     def set_active(self, name: str, active: bool, by: User) -> None:
-        by.require("users")
-        row = self._row(name)
         with self.store.transaction() as conn:
+            q = _reader(conn)
+            signer = self._require(q, by, "users")
+            row = self._row(q, name)
+            if not active:
+                self._keep_an_admin(q, row, "disabled")
             conn.execute("UPDATE users SET active = ? WHERE name = ?", (int(active), row["name"]))
-            audit(conn, by.name, "user.enable" if active else "user.disable", new={"name": row["name"]})
+            audit(conn, signer.name, "user.enable" if active else "user.disable", new={"name": row["name"]})
 
     def set_secret(self, name: str, secret: str, by: User) -> None:
-        if by.name.lower() != name.lower():
-            by.require("users")
-        row = self._row(name)
+        """A new PIN (own, or anyone's by an admin); it also lifts a sign-in lock."""
+        self.check_pin(secret)
         hashed = hash_secret(secret)
         with self.store.transaction() as conn:
-            conn.execute("UPDATE users SET secret_hash = ? WHERE name = ?", (hashed, row["name"]))
-            audit(conn, by.name, "user.secret", new={"name": row["name"]})
+            q = _reader(conn)
+            own = by.name.strip().lower() == name.strip().lower()
+            signer = self._require(q, by, "inspect" if own else "users")
+            row = self._row(q, name)
+            conn.execute("UPDATE users SET secret_hash = ?, failed_attempts = 0, locked_until = NULL WHERE name = ?",
+                         (hashed, row["name"]))
+            audit(conn, signer.name, "user.secret", new={"name": row["name"]})
 
-    def authenticate(self, name: str, secret: str) -> User | None:
-        rows = self.store.query("SELECT name, role, secret_hash, active FROM users WHERE name = ?", (name.strip(),))
-        row = rows[0] if rows else None
-        if row is None or not row["active"]:
-            verify_secret(secret, hash_secret("timing-equaliser"))  # same cost whether or not the user exists
-            return None
-        return User(row["name"], row["role"]) if verify_secret(secret, row["secret_hash"]) else None
+    @staticmethod
+    def _keep_an_admin(q: Query, row, change: str) -> None:
+        if row["role"] == "admin" and row["active"]:
+            admins = q("SELECT COUNT(*) FROM users WHERE role = 'admin' AND active = 1")[0][0]
+            if admins <= 1:
+                raise ValueError(f"{row['name']} is the last active admin and cannot be {change}:"
+                                 " make another user admin first")
 
-    def _row(self, name: str) -> sqlite3.Row:
-        rows = self.store.query("SELECT name, role FROM users WHERE name = ?", (name.strip(),))
+    @staticmethod
+    def _row(q: Query, name: str):
+        rows = q("SELECT name, role, active FROM users WHERE name = ?", (name.strip(),))
         if not rows:
             raise ValueError(f"no user named {name!r}")
         return rows[0]
+
+    # -- signing in -----------------------------------------------------------------------
+
+    def authenticate(self, name: str, secret: str) -> User | None:
+        """The user if the PIN is right; None if the name is unknown or disabled or the PIN wrong.
+
+        Raises AccountLocked (a PermissionDenied) while the user is locked, right PIN
+        or not, and on the wrong PIN that locks them.
+        """
+        rows = self.store.query("SELECT name, role, secret_hash, active, failed_attempts, locked_until FROM users"
+                                " WHERE name = ?", (name.strip(),))
+        row = rows[0] if rows else None
+        if row is None or not row["active"]:
+            verify_secret(secret, _dummy_hash())  # same cost whether or not the user exists
+            return None
+        until = _parse_time(row["locked_until"])
+        if until is not None and until > self.clock():
+            raise AccountLocked(row["name"], until, self.max_attempts)
+        if verify_secret(secret, row["secret_hash"]):
+            if row["failed_attempts"] or row["locked_until"] or needs_rehash(row["secret_hash"]):
+                self._signed_in(row["name"], secret, row["secret_hash"])
+            return User(row["name"], row["role"])
+        self._failed(row["name"])
+        return None
+
+    def _signed_in(self, name: str, secret: str, stored: str) -> None:
+        upgraded = hash_secret(secret) if needs_rehash(stored) else stored
+        with self.store.transaction() as conn:
+            conn.execute("UPDATE users SET failed_attempts = 0, locked_until = NULL, secret_hash = ? WHERE name = ?",
+                         (upgraded, name))
+
+    def _failed(self, name: str) -> None:
+        until = None
+        with self.store.transaction() as conn:
+            attempts = conn.execute("UPDATE users SET failed_attempts = failed_attempts + 1 WHERE name = ?"
+                                    " RETURNING failed_attempts", (name,)).fetchone()[0]
+            audit(conn, name, "user.signin_failed", new={"name": name, "failed_attempts": attempts},
+                  reason="wrong PIN")
+            if attempts >= self.max_attempts:
+                until = self.clock() + self.lock_time
+                conn.execute("UPDATE users SET failed_attempts = 0, locked_until = ? WHERE name = ?", (iso_utc(until), name))
+                audit(conn, name, "user.locked", new={"name": name, "until": iso_utc(until), "failed_attempts": attempts},
+                      reason=f"{attempts} wrong PINs")
+        if until is not None:
+            raise AccountLocked(name, until, self.max_attempts)
+
+
+def _reader(conn: sqlite3.Connection) -> Query:
+    return lambda sql, params=(): conn.execute(sql, params).fetchall()
+
+
+def _valid_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise ValueError("user name is empty")
+    if len(name) > 64 or any(unicodedata.category(c).startswith("C") for c in name):
+        raise ValueError("a user name has at most 64 characters and no control characters")
+    if name.lower() == SETUP_USER.name.lower():
+        raise ValueError(f"{name!r} is reserved")
+    return name

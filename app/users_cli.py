@@ -1,11 +1,15 @@
 """`python -m app users ...`: manage the station's local users from a terminal.
 
-    python -m app users add NAME --role admin            # the first user: no login needed
+    python -m app users add NAME --role admin            # the very first user: no login needed
     python -m app users add NAME --role qa --as ADMIN    # later: an admin signs the change
     python -m app users list | set-role NAME ROLE --as ADMIN | disable NAME --as ADMIN | pin NAME [--as ADMIN]
 
 PINs are read from the terminal (or one per line from stdin with --pin-stdin:
-the new user's PIN first, then the signing admin's).
+the new user's PIN first, then the signing admin's). A PIN has at least 6
+digits; 5 wrong PINs lock that user for 5 minutes (`pin NAME --as ADMIN` sets
+a new PIN and lifts the lock). Once any user was ever created, every change
+needs an admin's signature, even if all users are disabled now; the last
+active admin cannot be disabled or demoted.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from app.settings import load_settings
-from app.store import InspectionStore, StoreError
+from app.store import InspectionStore, StoreError, iso_utc
 from app.users import ROLES, SETUP_USER, PermissionDenied, User, UserDirectory
 
 
@@ -57,8 +62,11 @@ def run(args: argparse.Namespace) -> int:
         users = UserDirectory(store)
         try:
             if args.action == "list":
+                now = iso_utc(datetime.now(timezone.utc))
                 for u in users.list():
-                    print(f"{u['name']}\t{u['role']}\t{'active' if u['active'] else 'disabled'}\t{u['created_at']}")
+                    state = "active" if u["active"] else "disabled"
+                    locked = f"\tlocked until {u['locked_until']}" if (u["locked_until"] or "") > now else ""
+                    print(f"{u['name']}\t{u['role']}\t{state}\t{u['created_at']}{locked}")
                 return 0
             if not args.name:
                 raise ValueError(f"'{args.action}' needs a user name")
@@ -86,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _signer(users: UserDirectory, args, read_pin) -> User:
-    if not users.any_users():
+    if users.is_open():
         return SETUP_USER
     if not args.signer:
         raise PermissionDenied("users exist already: sign the change with --as ADMIN")

@@ -101,38 +101,60 @@ def test_roles_gate_actions():
 def test_users_pins_are_salted_hashes_and_changes_audited(store):
     users = UserDirectory(store)
     with pytest.raises(ValueError, match="first user must be an admin"):
-        users.add("ana", "operator", "1234", by=User("x", "operator"))
-    admin = users.add("root", "admin", "9876", by=User("anyone", "operator"))
-    users.add("ana", "operator", "1234", by=admin)
+        users.add("ana", "operator", "123456", by=User("x", "operator"))
+    admin = users.add("root", "admin", "987654", by=User("anyone", "operator"))
+    users.add("ana", "operator", "123456", by=admin)
     with pytest.raises(PermissionDenied):
-        users.add("eve", "admin", "0000", by=User("ana", "operator"))
+        users.add("eve", "admin", "000000", by=User("ana", "operator"))
     with pytest.raises(ValueError, match="exists"):
-        users.add("ANA", "qa", "1234", by=admin)
-    assert users.authenticate("ana", "1234") == User("ana", "operator")
-    assert users.authenticate("ana", "1235") is None and users.authenticate("nobody", "1234") is None
+        users.add("ANA", "qa", "123456", by=admin)
+    assert users.authenticate("ana", "123456") == User("ana", "operator")
+    assert users.authenticate("ana", "123457") is None and users.authenticate("nobody", "123456") is None
     users.set_role("ana", "qa", by=admin)
     users.set_active("ana", False, by=admin)
-    assert users.authenticate("ana", "1234") is None
+    assert users.authenticate("ana", "123456") is None
     stored = [r[0] for r in store.query("SELECT secret_hash FROM users")]
-    assert all(h.startswith("scrypt$") and "1234" not in h and "9876" not in h for h in stored)
-    assert hash_secret("1234") != hash_secret("1234")  # salted
-    assert verify_secret("1234", hash_secret("1234")) and not verify_secret("1234", "garbage")
+    assert all(h.startswith("scrypt$") and "123456" not in h and "987654" not in h for h in stored)
+    assert hash_secret("123456") != hash_secret("123456")  # salted
+    assert verify_secret("123456", hash_secret("123456")) and not verify_secret("123456", "garbage")
     actions = [r[0] for r in store.query("SELECT action FROM audit ORDER BY id")]
-    assert actions == ["user.add", "user.add", "user.role", "user.disable"]
+    assert actions == ["user.add", "user.add", "user.signin_failed", "user.role", "user.disable"]
 
 
 def test_users_command(tmp_path):
     db = str(tmp_path / "log.sqlite")
-    r = run_app("users", "add", "root", "--role", "admin", "--db", db, "--pin-stdin", stdin="2468\n")
+    r = run_app("users", "add", "root", "--role", "admin", "--db", db, "--pin-stdin", stdin="246813\n")
     assert r.returncode == 0, r.stderr
-    r = run_app("users", "add", "ana", "--role", "qa", "--db", db, "--pin-stdin", stdin="1111\n")
+    r = run_app("users", "add", "ana", "--role", "qa", "--db", db, "--pin-stdin", stdin="111111\n")
     assert r.returncode == 2 and "--as ADMIN" in r.stderr
-    r = run_app("users", "add", "ana", "--role", "qa", "--db", db, "--as", "root", "--pin-stdin", stdin="1111\n0000\n")
+    r = run_app("users", "add", "ana", "--role", "qa", "--db", db, "--as", "root", "--pin-stdin", stdin="111111\n000000\n")
     assert r.returncode == 2 and "wrong user name or PIN" in r.stderr
-    r = run_app("users", "add", "ana", "--role", "qa", "--db", db, "--as", "root", "--pin-stdin", stdin="1111\n2468\n")
+    r = run_app("users", "add", "ana", "--role", "qa", "--db", db, "--as", "root", "--pin-stdin", stdin="111111\n246813\n")
     assert r.returncode == 0, r.stderr
     r = run_app("users", "list", "--db", db)
     assert [line.split("\t")[:2] for line in r.stdout.splitlines()] == [["ana", "qa"], ["root", "admin"]]
+
+
+def test_every_qa_action_marks_the_inspection_reviewed_with_a_current_verdict(store):
+    service = ReviewService(store, QA)
+    ids = [r["id"] for r in gallery_page(store, GalleryFilter(), "oldest")]
+    scratch = next(d for d in store.get(ids[0])["detections"] if d["label"] == "scratch")
+    service.mark_false_positive(ids[0], scratch["id"], "reflection")  # a box correction alone
+    service.add_missed(ids[1], "pit", (100, 30, 130, 60), "pit the model missed")
+    service.set_verdict(ids[2], PASS, "cosmetic")
+    service.add_missed(ids[2], "scratch", (1, 1, 40, 5), "faint scratch, still cosmetic")
+    # Reviewed, each with QA's current word: the verdict in force is kept by a box correction
+    # (the station's, or QA's latest); only confirm/override changes it.
+    assert gallery_count(store, GalleryFilter(reviewed=True)) == 3
+    current = {r["inspection_id"]: (r["qa_verdict"], r["reviewer"]) for r in store.query("SELECT * FROM current_reviews")}
+    assert current == {ids[0]: (FAIL, "quinn"), ids[1]: (PASS, "quinn"), ids[2]: (PASS, "quinn")}
+    assert [r["qa_verdict"] for r in gallery_page(store, GalleryFilter(), "oldest")] == [FAIL, PASS, PASS, None]
+    assert gallery_count(store, GalleryFilter(qa_verdict=PASS)) == 2
+    assert json.loads(service.state(ids[0]).history[0]["new_value"]) == {"false_positive": True, "verdict": FAIL}
+    # History is appended, never rewritten: one reviews row per QA action.
+    assert store.query("SELECT COUNT(*) FROM reviews")[0][0] == 4
+    service.set_verdict(ids[0], PASS, "only the reflection")
+    assert service.state(ids[0]).qa_verdict == PASS and gallery_count(store, GalleryFilter(qa_verdict=FAIL)) == 0
 
 
 def test_reviewed_inspections_export_as_a_training_set_the_detector_reads(store, tmp_path):
