@@ -1,14 +1,20 @@
-"""The audit trail's hash chain: append records, and prove later that none was changed, removed or inserted.
+"""Tamper evidence for the inspection log: hash chains, and the check that walks them.
 
-Each audit record stores `hash`, the SHA-256 of its canonical content (every
-column but `hash`, as canonical JSON), and `prev_hash`, the hash of the record
-before it (64 zeros for the first). Changing a record breaks its own hash;
-re-hashing it breaks the next record's link; removing or inserting one breaks a
-link or the id sequence. What no chain kept in the same file can show: someone
-with write access rewriting every record from some point on consistently, or
-removing the newest records. Against that, `python -m app audit verify` prints
-the head (the last record's hash); note it somewhere else and check it later
-with `--expect-head`.
+Two append-only tables carry a hash chain: `audit` (every human action: QA
+reviews, user and setting changes, sign-in failures) and `inspections` (the
+station's word: each row with its detections and the SHA-256 of its saved
+pictures). Each row stores `hash`, the SHA-256 of its canonical content (a
+fixed list of fields as canonical JSON, `prev_hash` included), and
+`prev_hash`, the hash of the row before it (64 zeros for the first).
+Changing a row breaks its own hash; re-hashing it breaks the next row's link;
+removing or inserting one breaks a link. QA's reviews and box corrections,
+and the users' roles, are checked against the audit records that created
+them.
+
+What no chain kept in the same file can show: someone with write access
+rewriting a chain consistently from some row on, or removing the newest rows.
+Against that, `python -m app audit verify` prints both heads (the last row's
+hash); note them somewhere else and check them later with --expect-head.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import chain, pairwise
@@ -28,16 +34,32 @@ from app.store import iso_utc
 GENESIS = "0" * 64
 # The hashed content, in this order; `hash` itself is the only column left out.
 FIELDS = ("id", "at", "user", "action", "inspection_id", "old_value", "new_value", "reason", "prev_hash")
+INSPECTION_FIELDS = ("id", "uid", "created_at", "station", "operator", "part_id", "source", "frame_w", "frame_h",
+                     "roi_x", "roi_y", "roi_w", "roi_h", "model_id", "model_version", "threshold", "rule_json", "verdict",
+                     "n_detections", "max_score", "inference_ms", "image_path", "annotated_path", "note",
+                     "image_sha256", "annotated_sha256", "prev_hash")
+DETECTION_FIELDS = ("id", "label", "score", "x1", "y1", "x2", "y2", "shown", "fails")
 _COLUMNS = ", ".join(FIELDS) + ", hash"
 # Actions the trail records about the log itself, worth a line in every verify report.
-NOTICE_ACTIONS = ("db.guards_restored",)
+NOTICE_ACTIONS = ("db.guards_restored", "store.orphans_removed")
+REVIEW_ACTIONS = ("review.confirm", "review.override", "review.false_positive", "review.missed")
+
+
+def _digest(content: Mapping[str, Any]) -> str:
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def record_hash(row: Mapping[str, Any]) -> str:
-    """SHA-256 of one record's canonical content (prev_hash included)."""
-    content = {k: row[k] for k in FIELDS}
-    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    """SHA-256 of one audit record's canonical content (prev_hash included)."""
+    return _digest({k: row[k] for k in FIELDS})
+
+
+def inspection_hash(row: Mapping[str, Any]) -> str:
+    """SHA-256 of one inspection's canonical content: its fields and its detections (row["detections"], in id order)."""
+    content = {k: row[k] for k in INSPECTION_FIELDS}
+    content["detections"] = [[d[k] for k in DETECTION_FIELDS] for d in row["detections"]]
+    return _digest(content)
 
 
 def _json(value) -> str | None:
@@ -68,103 +90,269 @@ def audit(conn: sqlite3.Connection, user: str, action: str, *, inspection_id: in
     return row["id"]
 
 
-def chain_existing(conn: sqlite3.Connection) -> int:
-    """Hash records written before the chain existed (schema v3 migration), in id order."""
-    prev, n = GENESIS, 0
-    for r in conn.execute(f"SELECT {_COLUMNS} FROM audit ORDER BY id").fetchall():
-        row = dict(zip((*FIELDS, "hash"), r))
+# -- reading the chains ------------------------------------------------------------------
+
+
+def _audit_rows(conn: sqlite3.Connection) -> Iterator[dict]:
+    for r in conn.execute(f"SELECT {_COLUMNS} FROM audit ORDER BY id"):
+        yield dict(zip((*FIELDS, "hash"), r))
+
+
+def _inspection_rows(conn: sqlite3.Connection) -> Iterator[dict]:
+    """Inspections in id order, each with its detections (two ordered cursors, merged: one pass over each table)."""
+    names = (*INSPECTION_FIELDS, "hash")
+    dets = conn.execute(f"SELECT inspection_id, {', '.join(DETECTION_FIELDS)} FROM detections ORDER BY inspection_id, id")
+    pending = next(dets, None)
+    for r in conn.cursor().execute(f"SELECT {', '.join(names)} FROM inspections ORDER BY id"):
+        row = dict(zip(names, r))
+        row["detections"] = []
+        while pending is not None and pending[0] <= row["id"]:
+            if pending[0] == row["id"]:
+                row["detections"].append(dict(zip(DETECTION_FIELDS, pending[1:])))
+            pending = next(dets, None)
+        yield row
+
+
+def chain_existing(conn: sqlite3.Connection) -> None:
+    """Hash rows written before the chains existed (schema v3 migration), in id order."""
+    prev = GENESIS
+    for row in list(_audit_rows(conn)):
         row["prev_hash"] = prev
         prev = record_hash(row)
         conn.execute("UPDATE audit SET prev_hash = ?, hash = ? WHERE id = ?", (row["prev_hash"], prev, row["id"]))
-        n += 1
-    return n
+    prev = GENESIS
+    for row in list(_inspection_rows(conn)):
+        row["prev_hash"] = prev
+        prev = inspection_hash(row)
+        conn.execute("UPDATE inspections SET prev_hash = ?, hash = ? WHERE id = ?", (row["prev_hash"], prev, row["id"]))
+
+
+# -- verifying -------------------------------------------------------------------------
 
 
 @dataclass
 class ChainReport:
+    noun: str  # "audit record", "inspection"
     count: int = 0
     head_id: int | None = None
     head_hash: str | None = None
-    problem: str | None = None  # the first break found, naming the record
-    record_id: int | None = None  # the record it names
-    anchor_id: int | None = None  # the record --expect-head matched
+    problem: str | None = None  # the first break found, naming the row
+    record_id: int | None = None  # the row it names
+
+    def summary(self) -> str:
+        head = f"head #{self.head_id} {self.head_hash}" if self.head_id is not None else "empty"
+        return f"{self.count} {self.noun}s, {head}"
+
+
+@dataclass
+class VerifyReport:
+    audit: ChainReport
+    inspections: ChainReport
+    problems: list[str] = field(default_factory=list)  # cross-checks, pictures, anchors
     missing_guards: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    anchors: list[str] = field(default_factory=list)  # where each expected head was found
 
     @property
     def ok(self) -> bool:
-        return self.problem is None and not self.missing_guards
+        return not (self.audit.problem or self.inspections.problem or self.problems or self.missing_guards)
 
     def summary(self) -> str:
-        head = f"head #{self.head_id} {self.head_hash}" if self.head_id is not None else "no records yet"
-        anchored = (f"; the expected head is record #{self.anchor_id}, {self.count - self.anchor_id} records added since"
-                    if self.anchor_id is not None else "")
-        return f"{self.count} records, {head}{anchored}"
+        return f"audit trail {self.audit.summary()}; inspection log {self.inspections.summary()}"
 
 
-def _renumbered_from(row: dict) -> int | None:
-    """The id a record had when it was hashed, if only its id changed (records shifted around it)."""
+def _renumbered_from(row: dict, hash_of: Callable[[dict], str]) -> int | None:
+    """The id a row had when it was hashed, if only its id changed (rows shifted around it)."""
     for shift in (1, -1, 2, -2, 3, -3):
-        if record_hash({**row, "id": row["id"] - shift}) == row["hash"]:
+        if hash_of({**row, "id": row["id"] - shift}) == row["hash"]:
             return row["id"] - shift
     return None
 
 
-def _break(p: dict | None, r: dict, n: dict | None) -> tuple[str, int] | None:
-    """What is wrong at record r, given the record p before it and n after it: (message, record named)."""
+def _break(p: dict | None, r: dict, n: dict | None, hash_of: Callable[[dict], str], noun: str) -> tuple[str, int] | None:
+    """What is wrong at row r, given the row p before it and n after it: (message, id of the row named)."""
     rid = r["id"]
-    expected_id = p["id"] + 1 if p else 1
-    if rid > expected_id:
-        gone = f"#{expected_id}" if rid == expected_id + 1 else f"#{expected_id}-#{rid - 1}"
-        return f"record {gone} was removed (the ids jump to #{rid})", expected_id
     if r["hash"] is None:
-        return f"record #{rid} was inserted outside the station (it has no hash)", rid
-    if record_hash(r) != r["hash"]:
-        was = _renumbered_from(r)
+        return f"{noun} #{rid} was inserted outside the station (it has no hash)", rid
+    if hash_of(r) != r["hash"]:
+        was = _renumbered_from(r, hash_of)
         if was is not None:
             how = "inserted" if was < rid else "removed"
-            return f"record #{rid} was renumbered (it was #{was}): a record was {how} before it", rid
-        return f"record #{rid} was changed after it was written (its content no longer matches its hash)", rid
+            return f"{noun} #{rid} was renumbered (it was #{was}): a row was {how} before it", rid
+        return f"{noun} #{rid} was changed after it was written (its content no longer matches its hash)", rid
     expected_prev = p["hash"] if p else GENESIS
-    if r["prev_hash"] != expected_prev:
-        if n is not None and n["prev_hash"] == expected_prev:
-            return f"record #{rid} was inserted (record #{n['id']} is chained to the one before it)", rid
-        if p is None:
-            return f"record #{rid} does not start the chain: records before it were removed, or it was inserted", rid
-        return (f"record #{p['id']} was changed and re-hashed, or #{rid} was inserted"
-                f" (#{rid} is chained to a record that is no longer there)", p["id"])
-    return None
+    if r["prev_hash"] == expected_prev:
+        return None
+    if p is not None and rid > p["id"] + 1:
+        gone = f"#{p['id'] + 1}" if rid == p["id"] + 2 else f"#{p['id'] + 1}-#{rid - 1}"
+        return f"{noun} {gone} was removed (#{rid} is chained to a row that is no longer there)", p["id"] + 1
+    if n is not None and n["prev_hash"] == expected_prev:
+        return f"{noun} #{rid} was inserted (#{n['id']} is chained to the row before it)", rid
+    if p is None:
+        return f"{noun} #{rid} does not start the chain: rows before it were removed, or it was inserted", rid
+    return (f"{noun} #{p['id']} was changed and re-hashed, or #{rid} was inserted"
+            f" (#{rid} is chained to a row that is no longer there)", p["id"])
 
 
-def verify_chain(conn: sqlite3.Connection, expect_head: str | None = None) -> ChainReport:
-    """Walk the whole chain (any connection, read-only is enough) and report the first break."""
-    from app.store import guard_triggers
-
-    report = ChainReport()
-    present = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
-    report.missing_guards = sorted(set(guard_triggers()) - present)
-    anchor = (expect_head or "").strip().lower() or None
-    if anchor is not None and (len(anchor) < 12 or any(c not in "0123456789abcdef" for c in anchor)):
-        raise ValueError(f"--expect-head must be a hash noted from `audit verify` (at least 12 hex digits), got {expect_head!r}")
-    rows = (dict(zip((*FIELDS, "hash"), r)) for r in conn.execute(f"SELECT {_COLUMNS} FROM audit ORDER BY id"))
+def _walk(rows: Iterable[dict], hash_of: Callable[[dict], str], noun: str, visit: Callable[[dict], None]) -> ChainReport:
+    report = ChainReport(noun)
     p = None
     for r, n in pairwise(chain(rows, [None])):
         report.count += 1
         report.head_id, report.head_hash = r["id"], r["hash"]
         if report.problem is None:
-            found = _break(p, r, n)
+            found = _break(p, r, n, hash_of, noun)
             if found is not None:
                 report.problem, report.record_id = found
-        if anchor is not None and report.anchor_id is None and (r["hash"] or "").startswith(anchor):
-            report.anchor_id = r["id"]
-        if r["action"] in NOTICE_ACTIONS:
-            report.notices.append(f"record #{r['id']} ({r['at']}): {r['action']} {r['new_value']}")
+        visit(r)
         p = r
-    if report.count == 0 and report.problem is None and anchor is not None:
-        report.problem = "the audit trail is empty, but a head was expected: every record was removed"
-    elif anchor is not None and report.anchor_id is None and report.problem is None:
-        report.problem = (f"the expected head {anchor} is not in the chain: the records up to it were rewritten,"
-                          " or the newest records were removed")
+    return report
+
+
+def _new(row: dict) -> dict:
+    try:
+        value = json.loads(row["new_value"] or "null")
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _check_reviews(conn: sqlite3.Connection, by_id: dict[int, dict], problems: list[str]) -> None:
+    """QA's rows say what the audit records that created them say, and none is missing."""
+    cited: set[int] = set()
+    for rid, insp, verdict, reviewer, audit_id in conn.execute(
+            "SELECT id, inspection_id, qa_verdict, reviewer, audit_id FROM reviews ORDER BY id"):
+        a = by_id.get(audit_id)
+        if a is None or a["action"] not in REVIEW_ACTIONS or a["inspection_id"] != insp or a["user"] != reviewer:
+            problems.append(f"QA review row #{rid} (inspection #{insp}: {verdict} by {reviewer}) does not match audit"
+                            f" record #{audit_id}: added or changed outside the station")
+        elif _new(a).get("verdict", verdict) != verdict:
+            problems.append(f"QA review row #{rid} says {verdict} for inspection #{insp}, its audit record #{audit_id}"
+                            f" says {_new(a)['verdict']}: changed outside the station")
+        elif audit_id in cited:
+            problems.append(f"QA review row #{rid} repeats audit record #{audit_id}: added outside the station")
+        cited.add(audit_id)
+    # QA's current word is the latest verdict the audit trail records for the inspection.
+    latest: dict[int, dict] = {}
+    for a in by_id.values():
+        if a["action"] in REVIEW_ACTIONS and "verdict" in _new(a):
+            latest[a["inspection_id"]] = a
+    current = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT inspection_id, qa_verdict, audit_id FROM current_reviews")}
+    for insp, a in sorted(latest.items()):
+        if current.get(insp, (None, None))[1] != a["id"]:
+            problems.append(f"inspection #{insp}: QA's current verdict is not the one of its latest review (audit record"
+                            f" #{a['id']}, {_new(a)['verdict']}): a QA review row was removed or added outside the station")
+    boxes = {r[0]: r for r in conn.execute("SELECT audit_id, id, inspection_id, kind, detection_id, label, x1, y1, x2, y2"
+                                           " FROM review_boxes")}
+    for a in by_id.values():
+        if a["action"] in ("review.false_positive", "review.missed") and a["id"] not in boxes:
+            problems.append(f"the box correction of audit record #{a['id']} (inspection #{a['inspection_id']}) was removed")
+    for audit_id, bid, insp, kind, det, label, *box in boxes.values():
+        a = by_id.get(audit_id)
+        want = {"false_positive": "review.false_positive", "missed": "review.missed"}.get(kind)
+        same = a is not None and a["action"] == want and a["inspection_id"] == insp
+        if same and kind == "missed":
+            same = _new(a).get("label") == label and _new(a).get("box") == box
+        if same and kind == "false_positive":
+            try:
+                same = json.loads(a["old_value"] or "{}").get("detection_id") == det
+            except (TypeError, ValueError, AttributeError):
+                same = False
+        if not same:
+            problems.append(f"QA box correction #{bid} (inspection #{insp}, {kind}) does not match audit record"
+                            f" #{audit_id}: added or changed outside the station")
+
+
+def _check_users(conn: sqlite3.Connection, by_id: dict[int, dict], problems: list[str]) -> None:
+    """Each user's role and state are what the audit trail's user changes add up to."""
+    expected: dict[str, list] = {}
+    for a in by_id.values():
+        new, name = _new(a), None
+        if a["action"] == "user.add":
+            name = str(new.get("name", "")).lower()
+            expected[name] = [new.get("role"), 1]
+        elif a["action"] in ("user.role", "user.enable", "user.disable"):
+            name = str(new.get("name", "")).lower()
+            if name in expected:
+                if a["action"] == "user.role":
+                    expected[name][0] = new.get("role")
+                else:
+                    expected[name][1] = int(a["action"] == "user.enable")
+    for name, role, active in conn.execute("SELECT name, role, active FROM users ORDER BY id"):
+        want = expected.get(name.lower())
+        if want is None:
+            problems.append(f"user {name} was added outside the station (no audit record adds them)")
+        elif [role, active] != want:
+            problems.append(f"user {name} is {role}, {'active' if active else 'disabled'} in the users table, but the audit"
+                            f" trail says {want[0]}, {'active' if want[1] else 'disabled'}: changed outside the station")
+
+
+def _check_picture(row: dict, root: Path, problems: list[str]) -> None:
+    for column, digest in (("image_path", "image_sha256"), ("annotated_path", "annotated_sha256")):
+        if not row[column] or not row[digest]:
+            continue
+        path = Path(row[column]) if Path(row[column]).is_absolute() else root / row[column]
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            problems.append(f"picture of inspection #{row['id']} is missing: {path} ({exc.strerror or exc})")
+            continue
+        if hashlib.sha256(data).hexdigest() != row[digest]:
+            problems.append(f"picture of inspection #{row['id']} was changed after it was saved: {path}")
+
+
+def verify(conn: sqlite3.Connection, expect_heads: Iterable[str] = (), pictures_root: Path | None = None) -> VerifyReport:
+    """Walk both chains and cross-check QA's rows and the users (any connection; read-only is enough).
+
+    `expect_heads`: hashes noted from an earlier verify; each must still be in one of the chains.
+    `pictures_root`: the data folder; when given, every saved picture is read and checked against its hash.
+    """
+    from app.store import guard_triggers
+
+    anchors = []
+    for head in expect_heads:
+        h = head.strip().lower()
+        if len(h) < 12 or any(c not in "0123456789abcdef" for c in h):
+            raise ValueError(f"--expect-head must be a hash noted from `audit verify` (at least 12 hex digits), got {head!r}")
+        anchors.append(h)
+    found: dict[str, str] = {}
+
+    def anchor(noun: str, r: dict) -> None:
+        for h in anchors:
+            if h not in found and (r["hash"] or "").startswith(h):
+                found[h] = f"{noun} #{r['id']}"
+
+    by_id: dict[int, dict] = {}
+    notices: list[str] = []
+
+    def visit_audit(r: dict) -> None:
+        if r["action"] in REVIEW_ACTIONS or r["action"].startswith("user."):  # kept for the cross-checks, nothing else
+            by_id[r["id"]] = {k: r[k] for k in ("id", "action", "inspection_id", "user", "old_value", "new_value")}
+        anchor("audit record", r)
+        if r["action"] in NOTICE_ACTIONS:
+            notices.append(f"audit record #{r['id']} ({r['at']}): {r['action']} {r['new_value']}")
+
+    problems: list[str] = []
+
+    def visit_inspection(r: dict) -> None:
+        anchor("inspection", r)
+        if pictures_root is not None:
+            _check_picture(r, pictures_root, problems)
+
+    report = VerifyReport(_walk(_audit_rows(conn), record_hash, "audit record", visit_audit),
+                          _walk(_inspection_rows(conn), inspection_hash, "inspection", visit_inspection))
+    present = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    report.missing_guards = sorted(set(guard_triggers()) - present)
+    report.notices = notices
+    _check_reviews(conn, by_id, problems)
+    _check_users(conn, by_id, problems)
+    for h in anchors:
+        if h in found:
+            report.anchors.append(f"expected head {h} is {found[h]}")
+        else:
+            problems.append(f"the expected head {h} is not in either chain: the rows up to it were rewritten,"
+                            " or the newest rows were removed")
+    report.problems = problems
     return report
 
 

@@ -14,6 +14,7 @@ keeps the database itself consistent. The schema is versioned with
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -139,6 +140,10 @@ _V3_SCHEMA = """
 ALTER TABLE audit ADD COLUMN prev_hash TEXT;  -- hash of the record before it (app.audit)
 ALTER TABLE audit ADD COLUMN hash TEXT;       -- SHA-256 of this record's canonical content, prev_hash included
 DROP TRIGGER audit_append_only_update;        -- back in _V3_GUARDS once the existing records are hashed
+ALTER TABLE inspections ADD COLUMN image_sha256 TEXT;      -- SHA-256 of the saved file (NULL: none, or logged before v3)
+ALTER TABLE inspections ADD COLUMN annotated_sha256 TEXT;
+ALTER TABLE inspections ADD COLUMN prev_hash TEXT;         -- hash chain of the inspections, as for the audit records
+ALTER TABLE inspections ADD COLUMN hash TEXT;              -- over the row, its detections and prev_hash (app.audit)
 ALTER TABLE users ADD COLUMN failed_attempts INTEGER NOT NULL DEFAULT 0;  -- wrong PINs since the last good one
 ALTER TABLE users ADD COLUMN locked_until TEXT;                           -- ISO 8601 UTC; sign-in refused until then
 CREATE TABLE reviews_v3 (                     -- QA's word, append-only: the latest row per inspection is current
@@ -207,7 +212,8 @@ CREATE TRIGGER users_no_delete BEFORE DELETE ON users
 
 
 def _migrate_v3(conn: sqlite3.Connection) -> None:
-    """v3: the audit hash chain, append-only QA reviews, an immutable log, sign-in lockout."""
+    """v3: hash chains over the audit trail and the inspections, append-only QA reviews, an immutable log,
+    sign-in lockout. Existing rows are chained in id order: they are vouched for from this moment on."""
     from app.audit import chain_existing
 
     for statement in _statements(_V3_SCHEMA):
@@ -463,36 +469,50 @@ class InspectionStore:
         row and returned as warnings: the inspection itself is still logged.
         Raises StoreError only if the database write fails.
         """
+        from app.audit import GENESIS, INSPECTION_FIELDS, inspection_hash
+
         warnings: list[str] = []
         if self.query("SELECT 1 FROM inspections WHERE uid = ?", (rec.uid,)):
             # Its pictures would overwrite those of the logged one (and be removed when the insert fails).
             raise StoreError(f"inspection {rec.uid} is logged already in {self.db_path}")
         day = rec.created_at.astimezone(timezone.utc).strftime("%Y-%m-%d")
-        image_path = self._save_image(_one_channel_if_mono(frame), f"{day}/{rec.uid}.png", warnings, "frame")
-        annotated_path = self._save_image(annotated, f"{day}/{rec.uid}_annotated.jpg", warnings, "annotated frame")
+        image_path, image_sha = self._save_image(_one_channel_if_mono(frame), f"{day}/{rec.uid}.png", warnings, "frame")
+        annotated_path, annotated_sha = self._save_image(annotated, f"{day}/{rec.uid}_annotated.jpg", warnings,
+                                                         "annotated frame")
         shown, failing = set(rec.shown), set(rec.failing)
-        row = (
-            rec.uid, iso_utc(rec.created_at), rec.station, rec.operator, rec.part_id, rec.source,
-            int(rec.frame_size[0]), int(rec.frame_size[1]), rec.roi.x, rec.roi.y, rec.roi.w, rec.roi.h,
-            rec.model_id, rec.model_version, float(rec.threshold), rec.rule_json, rec.verdict, len(rec.detections),
-            max((float(rec.detections[i].score) for i in shown), default=0.0), rec.inference_ms,
-            self._relative(image_path), self._relative(annotated_path), "; ".join(warnings),
-        )
+        # Typed as SQLite gives them back, so that the hash computed here is the one a later check recomputes.
+        row: dict[str, Any] = {
+            "uid": str(rec.uid), "created_at": iso_utc(rec.created_at), "station": str(rec.station),
+            "operator": str(rec.operator), "part_id": str(rec.part_id), "source": str(rec.source),
+            "frame_w": int(rec.frame_size[0]), "frame_h": int(rec.frame_size[1]),
+            "roi_x": int(rec.roi.x), "roi_y": int(rec.roi.y), "roi_w": int(rec.roi.w), "roi_h": int(rec.roi.h),
+            "model_id": str(rec.model_id), "model_version": str(rec.model_version), "threshold": float(rec.threshold),
+            "rule_json": str(rec.rule_json), "verdict": str(rec.verdict), "n_detections": len(rec.detections),
+            "max_score": max((float(rec.detections[i].score) for i in shown), default=0.0),
+            "inference_ms": None if rec.inference_ms is None else float(rec.inference_ms),
+            "image_path": self._relative(image_path), "annotated_path": self._relative(annotated_path),
+            "note": "; ".join(warnings), "image_sha256": image_sha, "annotated_sha256": annotated_sha,
+        }
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-                cur = self._conn.execute(
-                    "INSERT INTO inspections (uid, created_at, station, operator, part_id, source, frame_w, frame_h,"
-                    " roi_x, roi_y, roi_w, roi_h, model_id, model_version, threshold, rule_json, verdict, n_detections,"
-                    " max_score, inference_ms, image_path, annotated_path, note) VALUES (" + ",".join("?" * len(row)) + ")",
-                    row,
-                )
-                inspection_id = int(cur.lastrowid)
+                last = self._conn.execute("SELECT id, hash FROM inspections ORDER BY id DESC LIMIT 1").fetchone()
+                row["id"] = int(last[0]) + 1 if last else 1
+                row["prev_hash"] = last[1] if last else GENESIS
+                first_det = int(self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM detections").fetchone()[0]) + 1
+                row["detections"] = [
+                    {"id": first_det + i, "label": str(d.label), "score": float(d.score),
+                     **dict(zip(("x1", "y1", "x2", "y2"), map(float, d.box))), "shown": int(i in shown), "fails": int(i in failing)}
+                    for i, d in enumerate(rec.detections)]
+                row["hash"] = inspection_hash(row)
+                columns = (*INSPECTION_FIELDS, "hash")
+                self._conn.execute(f"INSERT INTO inspections ({', '.join(columns)}) VALUES ({','.join('?' * len(columns))})",
+                                   [row[k] for k in columns])
                 self._conn.executemany(
-                    "INSERT INTO detections (inspection_id, label, score, x1, y1, x2, y2, shown, fails)"
-                    " VALUES (?,?,?,?,?,?,?,?,?)",
-                    [(inspection_id, d.label, float(d.score), *map(float, d.box), int(i in shown), int(i in failing))
-                     for i, d in enumerate(rec.detections)],
+                    "INSERT INTO detections (id, inspection_id, label, score, x1, y1, x2, y2, shown, fails)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    [(d["id"], row["id"], d["label"], d["score"], d["x1"], d["y1"], d["x2"], d["y2"], d["shown"], d["fails"])
+                     for d in row["detections"]],
                 )
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -502,11 +522,13 @@ class InspectionStore:
                 kept = [str(p) for p in (image_path, annotated_path) if p is not None and not _remove(p)]
                 raise StoreError(f"could not log the inspection in {self.db_path}: {exc}"
                                  + (f" (its pictures could not be removed: {', '.join(kept)})" if kept else "")) from exc
-        return StoredInspection(inspection_id, rec.uid, image_path, annotated_path, warnings)
+        return StoredInspection(row["id"], rec.uid, image_path, annotated_path, warnings)
 
-    def _save_image(self, image: np.ndarray | None, relative: str, warnings: list[str], what: str) -> Path | None:
+    def _save_image(self, image: np.ndarray | None, relative: str, warnings: list[str],
+                    what: str) -> tuple[Path | None, str | None]:
+        """The saved file and the SHA-256 of its bytes (logged with the row: a later check proves it unchanged)."""
         if image is None:
-            return None
+            return None, None
         path = self.image_dir / relative
         ext = path.suffix.lower()
         params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if ext == ".png" else [cv2.IMWRITE_JPEG_QUALITY, 90]
@@ -520,11 +542,12 @@ class InspectionStore:
                     raise OSError(f"disk nearly full: {free / 1e6:.0f} MB free in {self.root}, "
                                   f"reserve {self.min_free_bytes / 1e6:.0f} MB")
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(path, buf.tobytes())
+            data = buf.tobytes()
+            atomic_write_bytes(path, data)
         except (OSError, cv2.error) as exc:
             warnings.append(f"{what} not saved ({exc})")
-            return None
-        return path
+            return None, None
+        return path, hashlib.sha256(data).hexdigest()
 
     def _relative(self, path: Path | None) -> str | None:
         if path is None:

@@ -157,3 +157,20 @@ def test_a_folder_without_write_permission_is_named(tmp_path):
             InspectionStore(data / "inspections.sqlite")
     finally:
         data.chmod(0o755)
+
+
+def test_values_of_any_numeric_type_are_hashed_as_they_are_stored(tmp_path):
+    """numpy scores, integer thresholds and boxes: the chain verifies what SQLite gives back."""
+    from app.audit import open_read_only, verify
+    from app.roi import Roi
+    from app.store import InspectionRecord
+
+    db = tmp_path / "inspections.sqlite"
+    with InspectionStore(db) as store:
+        det = Detection("pit", np.float32(0.7), tuple(np.int64(v) for v in (1, 2, 9, 8)))
+        rec = InspectionRecord(station="s", source="t", frame_size=(np.int64(16), 8), roi=Roi(0, 0, 16, 8), model_id="m",
+                               model_version="v", threshold=1, rule_json="{}", verdict=FAIL, detections=[det], shown=[0],
+                               failing=[0], inference_ms=5)
+        store.record(rec, np.zeros((8, 16), np.uint8))
+    report = verify(open_read_only(db), pictures_root=db.parent)
+    assert report.ok and report.inspections.count == 1, report
