@@ -38,9 +38,10 @@ def gui_parser() -> argparse.ArgumentParser:
         + ", ".join(f"`python -m app {c} --help`" for c in COMMANDS) + ".",
     )
     p.add_argument("--config", type=Path, help="station settings file (default: the user's)")
-    p.add_argument("--source", help="camera index, stream URL, video file, image file or folder (overrides the settings)")
-    p.add_argument("--model", help="model file (overrides the settings)")
-    p.add_argument("--data-dir", help="folder for the inspection database and saved frames (overrides the settings)")
+    p.add_argument("--source", help="camera index, stream URL, video file, image file or folder (this run only)")
+    p.add_argument("--model", help="model file (this run only)")
+    p.add_argument("--data-dir", help="folder for the inspection database and saved frames (this run only)")
+    p.add_argument("--db", type=Path, help="inspection database to open (this run only; pictures are kept beside it)")
     p.add_argument("--screenshot", type=Path, metavar="OUT.png",
                    help="open the window, save a screenshot of it and exit")
     p.add_argument("--inspect", action="store_true", help="with --screenshot: inspect the first frame first")

@@ -37,9 +37,14 @@ class InspectionResult:
     warnings: list[str] = field(default_factory=list)
     error: str | None = None  # the log could not be written
 
-    def rejudged(self, threshold: float, rule: VerdictRule) -> Verdict:
-        """The verdict at another threshold, from the stored detections (no model run)."""
-        return judge(self.detections, threshold, rule)
+    def displayed(self, display_threshold: float) -> tuple[int, ...]:
+        """Indices of detections to draw under the operator's display filter.
+
+        The filter shows weaker boxes or hides non-failing ones; it never
+        changes the verdict, and a box that fails the part is always drawn.
+        """
+        failing = set(self.verdict.failing)
+        return tuple(i for i, d in enumerate(self.detections) if d.score >= display_threshold or i in failing)
 
 
 class Inspector:
@@ -78,11 +83,12 @@ class Inspector:
             self._log(result, operator)
         return result
 
-    def annotate(self, result: InspectionResult, verdict: Verdict | None = None, badge: bool = True) -> np.ndarray:
-        """The frame with the region and boxes (and the verdict badge), as judged by `verdict`."""
-        verdict = verdict or result.verdict
-        return draw_overlay(result.frame, result.detections, verdict.shown, self.colours, result.roi,
-                            verdict.failing, verdict.verdict if badge else None)
+    def annotate(self, result: InspectionResult, shown: tuple[int, ...] | None = None, badge: bool = True) -> np.ndarray:
+        """The frame with the region, the boxes (`shown`, default: those at the decision threshold;
+        failing ones always) and the verdict badge."""
+        verdict = result.verdict
+        return draw_overlay(result.frame, result.detections, verdict.shown if shown is None else shown, self.colours,
+                            result.roi, verdict.failing, verdict.verdict if badge else None)
 
     def _log(self, result: InspectionResult, operator: str) -> None:
         meta = self.detector.metadata

@@ -17,6 +17,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 prepare_qt_environment()  # before pytest-qt creates the QApplication: cv2 points Qt at its Qt5 plugins
 
 REPO = Path(__file__).resolve().parents[1]
+pytest_plugins = ["window_fixtures"]  # the station-window fixtures (detector, make_window)
 NEU_DET = REPO.parent / "shared" / "datasets" / "neu-det"
 
 

@@ -8,70 +8,16 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import REPO, FlakyCamera, write_video
 from PySide6.QtCore import QPoint, Qt
-from PySide6.QtGui import QColor
+from window_fixtures import WAIT_MS, CountingDetector, has_colour, inspect_and_wait, wait_for_frame
 
-from app.settings import StationSettings, load_settings
+from app.settings import load_settings
 from app.ui.station_window import NO_CAMERA_HINT, StationWindow
-from app.verdict import ClassRule, VerdictRule
 from detector import Detector
-
-WAIT_MS = 20000
-
-
-class CountingDetector(Detector):
-    """The real detector, counting how often the model runs."""
-
-    calls = 0
-
-    def detect_batch(self, images, threshold=None):
-        type(self).calls += 1
-        return super().detect_batch(images, threshold)
-
-
-@pytest.fixture(scope="module")
-def detector() -> CountingDetector:
-    return CountingDetector()
-
-
-@pytest.fixture
-def make_window(qtbot, tmp_path, detector):
-    def make(source: str = "", **changes) -> StationWindow:
-        settings = replace(StationSettings(), source=source, data_dir=str(tmp_path / "data"),
-                           rule=VerdictRule(default=ClassRule(0.3, 0.0)), reconnect_seconds=0.3, **changes)
-        window = StationWindow(settings, tmp_path / "station.json", detector=detector)
-        qtbot.addWidget(window)
-        window.resize(1000, 700)
-        window.show()
-        return window
-
-    return make
-
-
-def wait_for_frame(qtbot, window):
-    qtbot.waitUntil(lambda: window.view.image() is not None, timeout=WAIT_MS)
-
-
-def inspect_and_wait(qtbot, window):
-    before = window.inspections_done
-    qtbot.mouseClick(window.inspect_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: window.inspections_done > before, timeout=WAIT_MS)
-    return window.last_result
-
-
-def has_colour(image, hex_colour: str, tolerance: int = 12) -> bool:
-    """Whether any pixel of a QImage is close to the colour."""
-    img = image.convertToFormat(image.Format.Format_RGB888)
-    arr = np.frombuffer(img.constBits(), np.uint8).reshape(img.height(), img.bytesPerLine())[:, : img.width() * 3]
-    arr = arr.reshape(img.height(), img.width(), 3).astype(int)
-    c = QColor(hex_colour)
-    return bool((np.abs(arr - (c.red(), c.green(), c.blue())).max(axis=2) <= tolerance).any())
 
 
 def test_inspect_shows_verdict_boxes_and_logs(qtbot, make_window, part_pictures, detector):
@@ -105,24 +51,25 @@ def test_inspect_shows_verdict_boxes_and_logs(qtbot, make_window, part_pictures,
     assert window.store.count() == 2
 
 
-def test_threshold_slider_refilters_without_running_the_model(qtbot, make_window, part_pictures, detector):
+def test_display_filter_redraws_boxes_but_never_changes_the_verdict(qtbot, make_window, part_pictures, detector):
     window = make_window(str(part_pictures[0].parent))
     wait_for_frame(qtbot, window)
-    inspect_and_wait(qtbot, window)
+    result = inspect_and_wait(qtbot, window)
     runs = CountingDetector.calls
-    assert window.shown_detections() and window.verdict_label.text() == "FAIL"
+    failing = [result.detections[i] for i in result.verdict.failing]
+    assert failing and window.verdict_label.text() == "FAIL"
 
-    window.threshold_slider.setValue(95)
-    assert window.threshold_spin.value() == pytest.approx(0.95)
-    assert window.shown_detections() == [] and window.verdict_label.text() == "PASS"
-    assert window.detections_list.item(0).text().startswith("no defects")
+    # An operator slides to 0.99: the failing scratch stays drawn and the part stays FAIL.
+    window.threshold_slider.setValue(99)
+    assert window.threshold_spin.value() == pytest.approx(0.99)
+    assert window.verdict_label.text() == "FAIL" and window.shown_detections() == failing
+    assert "FAIL" in window.detections_list.item(0).text()
     window.threshold_spin.setValue(0.3)
     assert window.threshold_slider.value() == 30
-    assert window.shown_detections() and window.verdict_label.text() == "FAIL"
-    window.threshold_slider.setValue(10)
-    assert len(window.shown_detections()) >= 1
-    assert CountingDetector.calls == runs  # re-filtered, never re-run
-
+    window.threshold_slider.setValue(10)  # weaker boxes appear (dashed), the verdict does not move
+    assert len(window.shown_detections()) >= len(failing) and window.verdict_label.text() == "FAIL"
+    assert CountingDetector.calls == runs  # redrawn, never re-run
+    assert window.store.get(result.inspection_id)["verdict"] == "FAIL"
 
 def test_video_file_plays_as_a_camera_with_continuous_mode(qtbot, make_window, tmp_path):
     video = write_video(tmp_path / "line.avi", n_frames=40, fps=25)

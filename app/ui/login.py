@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QVBoxLayout
 
-from app.users import User, UserDirectory
+from app.users import AccountLocked, User, UserDirectory
 
 
 class LoginDialog(QDialog):
-    def __init__(self, users: UserDirectory, parent=None):
+    def __init__(self, users: UserDirectory, parent=None, message: str = ""):
         super().__init__(parent)
         self.setWindowTitle("Sign in — inspection station")
         self.users = users
@@ -27,12 +27,19 @@ class LoginDialog(QDialog):
         buttons.rejected.connect(self.reject)
         self.name_edit.returnPressed.connect(self.pin_edit.setFocus)
         layout = QVBoxLayout(self)
+        if message:
+            layout.addWidget(QLabel(message))
         layout.addLayout(form)
         layout.addWidget(self.error)
         layout.addWidget(buttons)
 
     def accept(self) -> None:
-        user = self.users.authenticate(self.name_edit.text(), self.pin_edit.text())
+        try:
+            user = self.users.authenticate(self.name_edit.text(), self.pin_edit.text())
+        except AccountLocked as exc:
+            self.error.setText(str(exc))
+            self.pin_edit.clear()
+            return
         if user is None:
             self.error.setText("Unknown user or wrong PIN.")
             self.pin_edit.clear()

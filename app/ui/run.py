@@ -39,31 +39,61 @@ def run_station(args: argparse.Namespace) -> int:
     from app.settings import load_settings
 
     settings, warnings = load_settings(args.config)
+    # Command-line values apply to this run only: the window never writes them into the settings file.
     overrides = {k: v for k, v in (("source", args.source), ("model_path", args.model), ("data_dir", args.data_dir)) if v}
-    settings = replace(settings, **overrides)
+    db_path = Path(args.db) if getattr(args, "db", None) else None
     app = qt_application()
     from app.ui.station_window import StationWindow
 
-    user = sign_in(settings, screenshot=bool(args.screenshot))
+    effective = replace(settings, **overrides)
+    user = sign_in(db_path or effective.db_path, screenshot=bool(args.screenshot))
     if user is None:
         return 1
-    window = StationWindow(settings, args.config, warnings, user=user)
+    window = StationWindow(settings, args.config, warnings, user=user, overrides=overrides, db_path=db_path)
     window.resize(1280, 800)
     window.show()
     if args.screenshot:
-        return take_screenshot(app, window, args.screenshot, inspect=args.inspect)
-    return app.exec()
+        code = take_screenshot(app, window, args.screenshot, inspect=args.inspect)
+    else:
+        code = app.exec()
+    shut_down(app, window)
+    return code
 
 
-def sign_in(settings, screenshot: bool = False):
+def shut_down(app, window) -> None:
+    """Tear the window down while Python and Qt are both fully alive.
+
+    Left to interpreter exit, Qt objects (the window, pyqtgraph's plots, file
+    dialogs) are destroyed in whatever order the garbage collector picks while
+    worker threads may still run; that is where "Fatal Python error:
+    none_dealloc" came from. Close (stops the feed and waits for the inspection
+    in flight), delete the widgets, let Qt process the deletions, then collect.
+    """
+    import gc
+
+    if window.isVisible():
+        window.close()
+    window.deleteLater()
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    app.processEvents()
+    for widget in app.topLevelWidgets():
+        widget.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    app.processEvents()
+    gc.collect()
+
+
+def sign_in(db_path: Path, screenshot: bool = False):
     """Who uses the station: the setup user while there are no users, else whoever signs in."""
     from app.store import InspectionStore, StoreError
     from app.users import SETUP_USER, User, UserDirectory
 
     try:
-        with InspectionStore(settings.db_path) as store:
+        with InspectionStore(db_path) as store:
             users = UserDirectory(store)
-            if not users.any_users():
+            if users.is_open():
                 return SETUP_USER
             if screenshot:
                 # The documentation tool may only inspect, then it exits.

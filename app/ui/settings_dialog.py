@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -16,11 +17,13 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QSpinBox,
     QTableWidget,
     QVBoxLayout,
     QWidget,
 )
 
+from app.inspection import DETECTION_FLOOR
 from app.settings import KEEP_PICTURES, StationSettings
 from app.verdict import ClassRule, VerdictRule
 
@@ -28,11 +31,26 @@ KEEP_PICTURE_LABELS = {"all": "of every inspection", "fail": "of FAIL inspection
 
 
 class SettingsDialog(QDialog):
-    def __init__(self, settings: StationSettings, class_names, parent: QWidget | None = None):
+    def __init__(self, settings: StationSettings, class_names, parent: QWidget | None = None,
+                 model_threshold: float | None = None):
         super().__init__(parent)
         self.setWindowTitle("Station settings")
         self._settings = settings
         self._result: StationSettings | None = None
+
+        # The decision threshold is part of the verdict rule: detections at or above it are judged.
+        self.threshold_default_check = QCheckBox(
+            "the model's default" + (f" ({model_threshold:.2f})" if model_threshold is not None else ""))
+        self.threshold_spin = QDoubleSpinBox()
+        self.threshold_spin.setRange(DETECTION_FLOOR, 1.0)
+        self.threshold_spin.setDecimals(2)
+        self.threshold_spin.setSingleStep(0.05)
+        self.threshold_spin.setKeyboardTracking(False)
+        self.threshold_spin.setValue(settings.threshold if settings.threshold is not None
+                                     else model_threshold if model_threshold is not None else 0.3)
+        self.threshold_default_check.setChecked(settings.threshold is None)
+        self.threshold_spin.setEnabled(settings.threshold is not None)
+        self.threshold_default_check.toggled.connect(lambda on: self.threshold_spin.setEnabled(not on))
 
         self.station_edit = QLineEdit(settings.station_name)
         self.source_edit = QLineEdit(settings.source)
@@ -58,6 +76,16 @@ class SettingsDialog(QDialog):
         self.reserve_spin.setToolTip("Pictures are no longer saved when the data folder's disk has less free space "
                                      "than this; inspections are still logged.")
 
+        self.idle_spin = QDoubleSpinBox()
+        self.idle_spin.setRange(0.0, 24 * 60.0)
+        self.idle_spin.setDecimals(0)
+        self.idle_spin.setSuffix(" min")
+        self.idle_spin.setSpecialValueText("never")
+        self.idle_spin.setValue(settings.idle_lock_minutes)
+        self.pin_length_spin = QSpinBox()
+        self.pin_length_spin.setRange(4, 64)
+        self.pin_length_spin.setValue(settings.min_pin_length)
+
         rule = settings.rule
         self.unit_combo = QComboBox()
         self.unit_combo.addItems(["px", "mm"])
@@ -79,8 +107,10 @@ class SettingsDialog(QDialog):
             score.setRange(0.0, 1.0)
             score.setSingleStep(0.05)
             score.setDecimals(2)
+            score.setKeyboardTracking(False)
             score.setValue(r.min_score)
             size = QDoubleSpinBox()
+            size.setKeyboardTracking(False)
             size.setRange(0.0, 100000.0)
             size.setDecimals(2)
             size.setValue(r.min_size)
@@ -96,6 +126,14 @@ class SettingsDialog(QDialog):
         form.addRow("Keep pictures", self.keep_combo)
         form.addRow("Keep free on disk", self.reserve_spin)
         form.addRow("Data folder", self._with_browse(self.data_edit, self._browse_data))
+        form.addRow("Sign out after idle", self.idle_spin)
+        form.addRow("Shortest PIN", self.pin_length_spin)
+        threshold_row = QWidget()
+        tr = QHBoxLayout(threshold_row)
+        tr.setContentsMargins(0, 0, 0, 0)
+        tr.addWidget(self.threshold_spin)
+        tr.addWidget(self.threshold_default_check, 1)
+        form.addRow("Decision threshold", threshold_row)
         form.addRow("Size unit", self.unit_combo)
         form.addRow("Calibration (px per mm)", self.px_per_mm_spin)
 
@@ -108,7 +146,7 @@ class SettingsDialog(QDialog):
 
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(QLabel("FAIL when a detection at or above the threshold also reaches both of its class's limits:"))
+        layout.addWidget(QLabel("FAIL when a detection at or above the decision threshold also reaches both of its class's limits:"))
         layout.addWidget(self.rule_table)
         layout.addWidget(self.error_label)
         layout.addWidget(buttons)
@@ -157,6 +195,9 @@ class SettingsDialog(QDialog):
             reconnect_seconds=self.reconnect_spin.value(),
             keep_pictures=self.keep_combo.currentData(),
             min_free_mb=self.reserve_spin.value(),
+            idle_lock_minutes=self.idle_spin.value(),
+            min_pin_length=self.pin_length_spin.value(),
+            threshold=None if self.threshold_default_check.isChecked() else round(self.threshold_spin.value(), 2),
             rule=rule,
         )
 
