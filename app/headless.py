@@ -1,12 +1,18 @@
 """`python -m app inspect`: inspect a folder or a video without a window.
 
 Judges and logs every picture (or every n-th video frame) exactly as the
-station does, then prints a summary.
+station does, then prints a summary. A picture that cannot be judged (corrupt,
+too large, too small...) is named, skipped and counted; the run goes on.
+
+Exit code: 0 every picture judged and logged; 1 some were skipped (not judged)
+or a log write failed; 2 nothing was inspected because of the command or the
+set-up (bad option, model, source, database, or a region outside the first frame).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 from collections import Counter
@@ -29,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--source", required=True, help="image file, folder of images, video file, camera index or stream URL")
     p.add_argument("--db", type=Path, help="inspection database (default: the station's, from the settings)")
-    p.add_argument("--roi", type=Roi.parse, help="inspection region x,y,w,h in frame pixels (default: the settings')")
+    p.add_argument("--roi", type=_roi, help="inspection region x,y,w,h in frame pixels (default: the settings')")
     p.add_argument("--threshold", type=float, help="confidence threshold (default: the settings', else the model's)")
     p.add_argument("--model", help="model file (.onnx or .pth; default: the settings', else the shipped model)")
     p.add_argument("--config", type=Path, help="station settings file (default: the user's)")
@@ -40,6 +46,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frames", type=int, help="stop after this many inspections (cameras and streams never end)")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.set_defaults(func=run)
+
+
+def _roi(text: str) -> Roi:
+    try:
+        return Roi.parse(text)
+    except OverflowError:  # "inf" rounds to no integer
+        raise argparse.ArgumentTypeError(f"inspection region must be four finite numbers 'x,y,w,h', got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if threshold is None:
         threshold = detector.metadata.default_threshold
     try:
-        source = open_source(args.source)
+        source = open_source(args.source, max_megapixels=settings.max_megapixels, bit_depth=settings.bit_depth)
         store = InspectionStore(args.db or settings.db_path, min_free_bytes=int(settings.min_free_mb * 1e6))
     except (SourceError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -74,23 +87,43 @@ def run(args: argparse.Namespace) -> int:
     verdicts: Counter[str] = Counter()
     defects: Counter[str] = Counter()
     times: list[float] = []
-    problems = 0
+    not_inspected = 0
+    log_failed = False
+    skipped = getattr(source, "skipped", [])  # unreadable pictures, noted by the source as it goes
+    reported = 0
+
+    def report_skipped() -> None:
+        nonlocal reported
+        for note in skipped[reported:]:
+            print(f"skipped {note}", file=sys.stderr)
+        reported = len(skipped)
+
+    frames = source.frames()
     try:
         with store:
-            for n, (label, frame) in enumerate(source.frames()):
+            first = next(frames, None)
+            if first is not None and roi is not None and roi.clipped(first[1].shape[1], first[1].shape[0]) is None:
+                h, w = first[1].shape[:2]
+                print(f"error: inspection region {roi} lies outside the first frame ({w}x{h}, {first[0]}); "
+                      "nothing inspected", file=sys.stderr)
+                return 2
+            for n, (label, frame) in enumerate(itertools.chain([first] if first else [], frames)):
+                report_skipped()
                 if n % args.every:
                     continue
                 try:
                     result = inspector.inspect(frame, roi=roi, threshold=threshold, source=label,
                                                operator=args.operator, part_id=args.part_id)
-                except ValueError as exc:
-                    problems += 1
-                    print(f"{label}: not inspected: {exc}", file=sys.stderr)
+                except Exception as exc:  # one picture that cannot be judged must not stop the run
+                    not_inspected += 1
+                    reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+                    print(f"{label}: not inspected: {reason}", file=sys.stderr)
                     continue
                 if result.error:
                     print(f"error: {result.error}", file=sys.stderr)
-                    return 1
-                for w in result.warnings:
+                    log_failed = True
+                    break
+                for w in (*getattr(source, "frame_warnings", ()), *result.warnings):
                     print(f"{label}: warning: {w}", file=sys.stderr)
                 verdicts[result.verdict.verdict] += 1
                 for i in result.verdict.failing:
@@ -104,17 +137,18 @@ def run(args: argparse.Namespace) -> int:
                     break
     except SourceError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    for note in getattr(source, "skipped", []):
-        problems += 1
-        print(f"skipped {note}", file=sys.stderr)
+        return 1 if verdicts or not_inspected else 2
+    finally:
+        frames.close()
+    report_skipped()
+    not_inspected += len(skipped)
 
     total = sum(verdicts.values())
     print(f"inspected {total}: {verdicts['PASS']} PASS, {verdicts['FAIL']} FAIL"
-          + (f", {problems} not inspected" if problems else ""))
+          + (f", {not_inspected} not inspected (skipped: see the messages above)" if not_inspected else ""))
     if defects:
         print("failing defects: " + ", ".join(f"{k} {v}" for k, v in sorted(defects.items())))
     if times:
         print(f"model {detector.model_id}, threshold {threshold:.2f}, median detect {statistics.median(times):.1f} ms")
     print(f"logged to {store.db_path}")
-    return 0 if total or not problems else 1
+    return 1 if not_inspected or log_failed else 0

@@ -1,12 +1,15 @@
 """The station's settings: one JSON file, defaults from resources/default_config.json.
 
 A missing, unreadable or partly wrong file never stops the station: each bad
-field falls back to its default and the caller gets a warning to show.
+field falls back to its default and the caller gets a warning to show. Numbers
+must be finite and in range (JSON's Infinity/NaN and 1e999 are refused per
+field); a file nested too deeply for the JSON reader falls back as a whole.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -15,9 +18,11 @@ from app.files import atomic_write_bytes
 from app.paths import default_config_path, default_data_dir, resource
 from app.roi import Roi
 from app.verdict import VerdictRule
+from detector.images import BIT_DEPTHS, DEFAULT_MAX_MEGAPIXELS
 
 DEFAULT_CONFIG = "default_config.json"
 KEEP_PICTURES = ("all", "fail")  # see StationSettings.keep_pictures
+MAX_NESTING = 8  # deeper than any setting needs: refused before a parser recurses into it
 
 
 @dataclass(frozen=True)
@@ -37,10 +42,20 @@ class StationSettings:
     # Pictures are not saved once the data folder's disk has less than this free, so the
     # inspection log itself can still be written (the row notes the missing pictures).
     min_free_mb: float = 1000.0
+    # Sign the user out after this many minutes without key or mouse input (0: never).
+    idle_lock_minutes: float = 0.0
+    # Shortest PIN a user may be given (digits or characters).
+    min_pin_length: int = 6
     rule: VerdictRule = field(default_factory=VerdictRule)
     # Shift names and local start times, e.g. (("early", "06:00"), ("late", "14:00"), ("night", "22:00")).
     # Empty: reports are per day only.
     shifts: tuple[tuple[str, str], ...] = ()
+    # Pictures whose header declares more pixels are refused before decoding (a small file
+    # can declare gigapixels and exhaust memory).
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    # Significant bits of the source's 16-bit samples when the file does not say (PNG sBIT,
+    # PGM maxval): a 12-bit camera's frames in 16-bit files hold 0..4095 and need 12.
+    bit_depth: int = 16
 
     @property
     def data_path(self) -> Path:
@@ -63,38 +78,129 @@ class StationSettings:
             "reconnect_seconds": self.reconnect_seconds,
             "keep_pictures": self.keep_pictures,
             "min_free_mb": self.min_free_mb,
+            "idle_lock_minutes": self.idle_lock_minutes,
+            "min_pin_length": self.min_pin_length,
             "rule": self.rule.to_dict(),
             "shifts": [{"name": n, "start": t} for n, t in self.shifts],
+            "max_megapixels": self.max_megapixels,
+            "bit_depth": self.bit_depth,
         }
+
+
+class _NotFinite:
+    """What the JSON reader makes of Infinity, -Infinity, NaN and 1e999: no number parser takes it."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __float__(self) -> float:
+        raise ValueError(f"{self.text} is not a finite number")
+
+    __int__ = __index__ = __float__
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _finite_float(text: str) -> float | _NotFinite:
+    value = float(text)
+    return value if math.isfinite(value) else _NotFinite(text)
+
+
+def _read_json(text: str) -> Any:
+    return json.loads(text, parse_constant=_NotFinite, parse_float=_finite_float)
+
+
+def _number(v: Any) -> float:
+    """A finite number (not a bool, not text)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, _NotFinite)):
+        raise ValueError(f"must be a number, got {_short(v)}")
+    t = float(v)
+    if not math.isfinite(t):
+        raise ValueError(f"must be a finite number, got {t}")
+    return t
+
+
+def _short(v: Any) -> str:
+    text = repr(v) if _depth(v) <= MAX_NESTING else f"a {type(v).__name__} nested too deeply"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _depth(v: Any, limit: int = MAX_NESTING + 1) -> int:
+    """How deeply lists/dicts nest in v, counting up to `limit` (no recursion)."""
+    level, current = 0, [v]
+    while current and level < limit:
+        current = [c for x in current if isinstance(x, (list, dict))
+                   for c in (x.values() if isinstance(x, dict) else x)]
+        level += 1 if current else 0
+    return level
 
 
 def _threshold(v: Any) -> float | None:
     if v is None:
         return None
-    t = float(v)
+    t = _number(v)
     if not 0.0 <= t <= 1.0:
         raise ValueError(f"must be within 0..1, got {t}")
     return t
 
 
-def _positive(v: Any) -> float:
-    t = float(v)
-    if not t > 0:
-        raise ValueError(f"must be > 0, got {t}")
+def _in_range(low: float, high: float, low_open: bool = False):
+    def parse(v: Any) -> float:
+        t = _number(v)
+        if t > high or t < low or (low_open and t == low):
+            raise ValueError(f"must be within {'(' if low_open else '['}{low:g}, {high:g}], got {t:g}")
+        return t
+    return parse
+
+
+def _non_negative(v: Any) -> float:
+    t = _number(v)
+    if t < 0:
+        raise ValueError(f"must be >= 0, got {t:g}")
     return t
+
+
+def _pin_length(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 4 <= v <= 64:
+        raise ValueError(f"must be a whole number within 4..64, got {_short(v)}")
+    return v
+
+
+def _bit_depth(v: Any) -> int:
+    if isinstance(v, bool) or v not in BIT_DEPTHS:
+        raise ValueError(f"must be one of {', '.join(map(str, BIT_DEPTHS))}, got {_short(v)}")
+    return int(v)
+
+
+def _roi(v: Any) -> Roi | None:
+    if v is None:
+        return None
+    if not isinstance(v, list) or len(v) != 4:
+        raise ValueError(f"inspection region must be [x, y, w, h], got {_short(v)}")
+    return Roi.from_list([_number(x) for x in v])
+
+
+def _rule(v: Any) -> VerdictRule:
+    """The verdict rule, with every number in it finite (VerdictRule checks the ranges)."""
+    if not isinstance(v, dict):
+        raise ValueError(f"rule must be a mapping, got {_short(v)}")
+    pending = [v]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif item is not None and not isinstance(item, (str, bool)):
+            _number(item)
+    return VerdictRule.from_dict(v)
 
 
 def _keep_pictures(v: Any) -> str:
     if v not in KEEP_PICTURES:
         raise ValueError(f"must be one of {', '.join(map(repr, KEEP_PICTURES))}, got {v!r}")
     return v
-
-
-def _non_negative(v: Any) -> float:
-    t = float(v)
-    if not t >= 0:
-        raise ValueError(f"must be >= 0, got {t}")
-    return t
 
 
 def _optional_str(v: Any) -> str | None:
@@ -141,16 +247,20 @@ _PARSERS = {
     "station_name": _text,
     "operator": _text,
     "source": _text,
-    "roi": lambda v: None if v is None else Roi.from_list(v),
+    "roi": _roi,
     "threshold": _threshold,
     "continuous": _bool,
     "model_path": _optional_str,
     "data_dir": _optional_str,
-    "reconnect_seconds": _positive,
+    "reconnect_seconds": _in_range(0.0, 3600.0, low_open=True),
     "keep_pictures": _keep_pictures,
-    "min_free_mb": _non_negative,
-    "rule": VerdictRule.from_dict,
+    "min_free_mb": _in_range(0.0, 1e9),
+    "idle_lock_minutes": _non_negative,
+    "min_pin_length": _pin_length,
+    "rule": _rule,
     "shifts": _shifts,
+    "max_megapixels": _in_range(0.0, 10000.0, low_open=True),
+    "bit_depth": _bit_depth,
 }
 
 
@@ -163,11 +273,13 @@ def from_dict(data: Any, base: StationSettings) -> tuple[StationSettings, list[s
     for key, value in data.items():
         parse = _PARSERS.get(key)
         if parse is None:
-            warnings.append(f"unknown setting {key!r} ignored")
+            warnings.append(f"unknown setting {key[:40]!r} ignored")
             continue
         try:
+            if _depth(value) > MAX_NESTING:
+                raise ValueError("nested too deeply")
             values[key] = parse(value)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             warnings.append(f"setting {key!r} is invalid ({exc}); using the default")
     return replace(base, **values), warnings
 
@@ -176,8 +288,8 @@ def defaults() -> StationSettings:
     """The shipped defaults (resources/default_config.json), or built-in ones if that is broken."""
     path = resource(DEFAULT_CONFIG)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = _read_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return StationSettings()
     settings, _ = from_dict(data, StationSettings())
     return settings
@@ -193,11 +305,13 @@ def load_settings(path: str | Path | None = None) -> tuple[StationSettings, list
     if not path.exists():
         return base, []
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = _read_json(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         return base, [f"could not read settings file {path} ({exc}); using defaults"]
     except ValueError as exc:
         return base, [f"settings file {path} is not valid JSON ({exc}); using defaults"]
+    except RecursionError:
+        return base, [f"settings file {path} is nested too deeply to read; using defaults"]
     settings, warnings = from_dict(data, base)
     return settings, [f"{path}: {w}" for w in warnings]
 
@@ -206,6 +320,6 @@ def save_settings(settings: StationSettings, path: str | Path | None = None) -> 
     """Write atomically (temp file + rename): a crash never leaves half a settings file."""
     path = Path(path) if path is not None else default_config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(settings.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(settings.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     atomic_write_bytes(path, text.encode("utf-8"))
     return path

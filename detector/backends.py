@@ -68,6 +68,7 @@ class TorchBackend:
             model.load_state_dict(model_file.state_dict, strict=True)
         except (KeyError, RuntimeError, TypeError) as exc:
             raise ValueError(f"model file {model_path} does not match its own architecture: {exc}") from exc
+        _check_head(model, self.metadata, model_file.model_cfg, model_path)
         self.model = model.to(self.device).eval()
         self._torch = torch
 
@@ -78,6 +79,17 @@ class TorchBackend:
             feats = self.model.extract_feat(x)
             heat, wh, offset = self.model.bbox_head.forward(feats)
         return heat[0].float().cpu().numpy(), wh[0].float().cpu().numpy(), offset[0].float().cpu().numpy()
+
+
+def _check_head(model, metadata: ModelMetadata, model_cfg: dict, model_path: Path) -> None:
+    """The metadata against the built network: one heatmap channel per class name, the real stride."""
+    channels = model.bbox_head.heatmap_head[-1].out_channels
+    if channels != len(metadata.class_names):
+        raise ValueError(f"{model_path}: model metadata field 'class_names' does not fit the network: heatmap has "
+                         f"{channels} channels for {len(metadata.class_names)} class names {list(metadata.class_names)}")
+    # CTResNetNeck: a stride-32 backbone, upsampled 2x by each deconvolution.
+    deconvs = len(model_cfg.get("neck", {}).get("num_deconv_filters", ())) or 3
+    metadata.validate(stride=max(1, 32 // 2 ** deconvs))
 
 
 # Preferred first; ONNX Runtime falls back along the list (TensorRT -> CUDA -> CPU)
@@ -156,8 +168,12 @@ class OnnxBackend:
                              f"the metadata's input size {size}")
         channels = outputs[0].shape[1]
         if isinstance(channels, int) and channels != len(self.metadata.class_names):
-            raise ValueError(f"{model_path}: heatmap has {channels} channels for "
-                             f"{len(self.metadata.class_names)} class names")
+            raise ValueError(f"{model_path}: model metadata field 'class_names' does not fit the graph: heatmap has "
+                             f"{channels} channels for {len(self.metadata.class_names)} class names "
+                             f"{list(self.metadata.class_names)}")
+        height = outputs[0].shape[2]
+        if isinstance(height, int) and height > 0:  # a static graph says its stride
+            self.metadata.validate(stride=max(1, round(size / height)))
 
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         batch = np.ascontiguousarray(batch, dtype=np.float32)

@@ -9,6 +9,7 @@ from it. The model architecture travels as a plain dict (MMDetection's
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,10 @@ ONNX_OUTPUTS = ("heatmap", "wh", "offset")
 
 # Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
 DEFAULT_COLOURS = {"scratch": "#E69F00", "pit": "#0072B2"}
+# The station's CenterNet sees the input at 1/4 resolution (stride-32 backbone, three
+# 2x deconvolutions); backends that can read it from the model use theirs.
+NETWORK_STRIDE = 4
+INPUT_CHANNELS = 3  # grey replicated to three channels
 
 
 @dataclass(frozen=True)
@@ -51,12 +56,42 @@ class ModelMetadata:
         d["mean"], d["std"] = list(self.mean), list(self.std)
         return d
 
+    def validate(self, stride: int = NETWORK_STRIDE) -> ModelMetadata:
+        """Refuse metadata no inspection can be trusted with: ValueError naming the field.
+
+        A threshold of 5.0 would pass every part, a zero std divides by zero,
+        class names that do not match the heatmap mislabel or crash mid-run.
+        `stride`: the network's output stride, when the backend can read it.
+        """
+        names = self.class_names
+        if not names or not all(isinstance(n, str) and n.strip() for n in names):
+            raise ValueError(f"model metadata field 'class_names' must be non-empty names, got {list(names)!r}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"model metadata field 'class_names' has duplicates: {list(names)!r}")
+        if not (isinstance(self.default_threshold, float) and 0.0 <= self.default_threshold <= 1.0):
+            raise ValueError(f"model metadata field 'default_threshold' must be within 0..1, got {self.default_threshold!r}")
+        for key, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) != INPUT_CHANNELS or not all(math.isfinite(v) for v in values):
+                raise ValueError(f"model metadata field {key!r} must be {INPUT_CHANNELS} finite numbers "
+                                 f"(one per input channel), got {list(values)!r}")
+        if not all(v > 0 for v in self.std):
+            raise ValueError(f"model metadata field 'std' must be > 0 in every channel, got {list(self.std)!r}")
+        if not (stride > 0 and self.input_size > 0 and self.input_size % stride == 0):
+            raise ValueError(f"model metadata field 'input_size' must be a positive multiple of the network stride "
+                             f"{stride}, got {self.input_size}")
+        return self
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelMetadata:
+        """Metadata read from a model file, checked (`validate`)."""
+        return cls._from_dict(d).validate()
+
+    @classmethod
+    def _from_dict(cls, d: dict[str, Any]) -> ModelMetadata:
         try:
             return cls(
                 name=str(d["name"]),
-                class_names=tuple(d["class_names"]),
+                class_names=_names(d["class_names"]),
                 colours=dict(d["colours"]),
                 input_size=int(d["input_size"]),
                 default_threshold=float(d["default_threshold"]),
@@ -69,6 +104,12 @@ class ModelMetadata:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"model metadata is incomplete or malformed: {exc}") from exc
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"class_names must be a list of names, got {type(value).__name__}")
+    return tuple(value)
 
 
 def _iou_setting(value: Any) -> float:

@@ -78,3 +78,44 @@ def write_part_pictures(folder: Path, n: int = 4, size: tuple[int, int] = (320, 
         cv2.imwrite(str(path), camera_frame(i % 2 == 0, seed=i, size=size))
         paths.append(path)
     return paths
+
+
+# -- pictures that claim something else than they hold (tests/test_picture_inputs.py, benchmarks/fuzz_pictures.py)
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    """One PNG chunk with its length and a correct CRC."""
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_with_chunk(data: bytes, kind: bytes, body: bytes) -> bytes:
+    """A PNG file with one more chunk right after IHDR (e.g. sBIT, tEXt)."""
+    return data[:33] + png_chunk(kind, body) + data[33:]
+
+
+def png_bomb(width: int = 20000, height: int = 20000, rows: int | None = 5000) -> bytes:
+    """An 8-bit grey PNG declaring width x height, with zero rows for `rows` of them (None: all).
+
+    20000x20000 with 5000 rows is a ~100 KB file that makes a decoder allocate 400 MB.
+    """
+    import struct
+    import zlib
+
+    ihdr = png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    data = zlib.compress(b"\x00" * ((width + 1) * (height if rows is None else rows)), 9)
+    return b"\x89PNG\r\n\x1a\n" + ihdr + png_chunk(b"IDAT", data) + png_chunk(b"IEND", b"")
+
+
+def jpeg_with_size(data: bytes, width: int, height: int) -> bytes:
+    """A JPEG file whose frame header (SOF0/SOF2) is patched to declare width x height."""
+    import struct
+
+    pos = 2
+    while data[pos + 1] not in (0xC0, 0xC2):
+        pos += 2 + struct.unpack_from(">H", data, pos + 2)[0]
+    out = bytearray(data)
+    struct.pack_into(">HH", out, pos + 5, height, width)
+    return bytes(out)
