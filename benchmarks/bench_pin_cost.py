@@ -5,7 +5,8 @@
 Times `app.users.verify_secret` (one guess = one scrypt check with the stored
 parameters, exactly what an attacker with the file must compute) on one core,
 for today's parameters and the old ones (n=2^14), and prints the median ms per
-guess and the time to try all 10^6 six-digit PINs. Then runs --parallel
+guess and the fastest one, and the time to try all 10^6 six-digit PINs at the
+fastest (an attacker runs on a quiet machine; this one is shared). Then runs --parallel
 processes at once (default: every core of this machine) and prints the
 aggregate rate: scrypt at 64 MiB per check is not memory-limited on a PC, so
 an attacker's cores add up. The target is over a day on one core (> 86.4 ms
@@ -43,7 +44,7 @@ def time_guesses(stored: str, guesses: int) -> list[float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--guesses", type=int, default=9, help="guesses timed per measurement (median reported)")
+    ap.add_argument("--guesses", type=int, default=9, help="guesses timed per measurement (fastest and median reported)")
     ap.add_argument("--parallel", type=int, default=os.cpu_count() or 1, help="processes guessing at once")
     args = ap.parse_args()
 
@@ -53,9 +54,10 @@ def main() -> None:
     for label, stored in (("old   n=2^14 r=8 p=1, 16 MiB", old),
                           (f"today n=2^{SCRYPT_N.bit_length() - 1} r={SCRYPT_R} p={SCRYPT_P}, "
                            f"{128 * SCRYPT_R * SCRYPT_N // 2**20} MiB", current)):
-        per = statistics.median(time_guesses(stored, args.guesses))
-        print(f"{label}: {per * 1000:7.1f} ms per guess on one core -> all 10^6 six-digit PINs in "
-              f"{per * SPACE / DAY_S:5.2f} days on one core")
+        times = time_guesses(stored, args.guesses)
+        fastest = min(times)
+        print(f"{label}: {fastest * 1000:6.1f} ms per guess on one core (median {statistics.median(times) * 1000:.1f})"
+              f" -> all 10^6 six-digit PINs in {fastest * SPACE / DAY_S:5.2f} days on one core")
 
     n = max(1, args.parallel)
     with ProcessPoolExecutor(n) as pool:

@@ -12,8 +12,7 @@ from test_review import log
 
 from app.review import ReviewService
 from app.store import InspectionStore
-from app.users import (SCRYPT_N, SETUP_USER, AccountLocked, PermissionDenied, User, UserDirectory, hash_secret,
-                       verify_secret)
+from app.users import SCRYPT_N, SETUP_USER, AccountLocked, PermissionDenied, User, UserDirectory, hash_secret, verify_secret
 from app.verdict import FAIL, PASS
 from detector import Detection
 
