@@ -223,6 +223,7 @@ def _migrate_v3(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+# v3 is Python: the existing rows are hashed between its schema change and its guards.
 MIGRATIONS.append(_migrate_v3)
 SCHEMA_VERSION = len(MIGRATIONS)
 # Pictures without a logged inspection are removed once they are this old (a younger one
