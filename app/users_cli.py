@@ -6,10 +6,10 @@
 
 PINs are read from the terminal (or one per line from stdin with --pin-stdin:
 the new user's PIN first, then the signing admin's). A PIN has at least 6
-digits; 5 wrong PINs lock that user for 5 minutes (`pin NAME --as ADMIN` sets
-a new PIN and lifts the lock). Once any user was ever created, every change
-needs an admin's signature, even if all users are disabled now; the last
-active admin cannot be disabled or demoted.
+digits (`min_pin_length` in the settings); 5 wrong PINs lock that user for 5
+minutes (`pin NAME --as ADMIN` sets a new PIN and lifts the lock). Once any
+user was ever created, every change needs an admin's signature, even if all
+users are disabled now; the last active admin cannot be disabled or demoted.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     read_pin = _pin_reader(args.pin_stdin)
     with store:
-        users = UserDirectory(store)
+        users = UserDirectory(store, min_pin_length=settings.min_pin_length)
         try:
             if args.action == "list":
                 now = iso_utc(datetime.now(timezone.utc))

@@ -68,6 +68,11 @@ def test_pins_have_at_least_six_digits_by_default(store, db):
         strict.add("ana", "operator", "1234567", by=ROOT)
     r = run_app("users", "add", "ana", "--role", "qa", "--db", str(db), "--as", "root", "--pin-stdin", stdin="1234\n123456\n")
     assert r.returncode == 2 and "at least 6 digits" in r.stderr
+    config = db.parent / "station.json"
+    config.write_text(json.dumps({"min_pin_length": 8}), encoding="utf-8")
+    r = run_app("users", "add", "ana", "--role", "qa", "--db", str(db), "--config", str(config), "--as", "root",
+                "--pin-stdin", stdin="1234567\n123456\n")
+    assert r.returncode == 2 and "at least 8 digits" in r.stderr
 
 
 def test_five_wrong_pins_lock_the_user_for_five_minutes_across_restarts(db, users, store):
