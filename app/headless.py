@@ -30,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "inspect",
         help="inspect a folder of pictures or a video headless and log every inspection",
         description="Inspect every picture of a folder (or frame of a video) without a window, logging each "
-        "inspection to the database exactly as the station would, then print a summary.",
+        "inspection to the database exactly as the station would, then print a summary. A picture that cannot be "
+        "judged is named, skipped and counted. Exit code: 0 all judged, 1 some skipped or a log write failed, "
+        "2 nothing inspected (bad option, model, source, database, or a region outside the first frame).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--source", required=True, help="image file, folder of images, video file, camera index or stream URL")

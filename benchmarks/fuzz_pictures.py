@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/fuzz_pictures.py [--n 6000] [--seed 0] [--detect 300]
     .venv/bin/python benchmarks/fuzz_pictures.py --before HEAD~3     # the same files through an older images.py
     .venv/bin/python benchmarks/fuzz_pictures.py --memory [--before REV]
+    .venv/bin/python benchmarks/fuzz_pictures.py --speed [--before REV]    # load_grey and detect() on normal pictures
 
 Valid pictures (generated part frames, grey and colour; baseline, progressive and
 restart-marker JPEGs; 8- and 16-bit PNGs) are mutated with a seeded generator: bit
@@ -326,6 +327,40 @@ def memory(args) -> None:
             print(f"{loader:46} {name:26} {size:5.0f} KB  {(r.stdout.strip() or r.stderr.strip().splitlines()[-1])}")
 
 
+def speed(args) -> None:
+    """Median load_grey and detect() times on normal 1280x960 picture files (the checks' cost)."""
+    import statistics
+
+    import detector.api
+    from detector import Detector
+    from synthetic import camera_frame
+
+    images = load_module(args.before)
+    detector.api.load_grey = images.load_grey
+    det = Detector(device="cpu")
+    frame = cv2.resize(camera_frame(True, 0), (1280, 960))
+    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    folder = Path(tempfile.mkdtemp(prefix="speed_"))
+    files = {"grey PNG": (grey, ".png"), "BGR PNG": (frame, ".png"), "grey JPEG": (grey, ".jpg"), "BGR JPEG": (frame, ".jpg"),
+             "16-bit grey PNG": (grey.astype(np.uint16) * 257, ".png")}
+
+    def median_ms(fn, path, runs):
+        fn(path)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            fn(path)
+            times.append((time.perf_counter() - t0) * 1000)
+        return statistics.median(times)
+
+    label = f"images.py at {args.before}" if args.before else "detector/images.py (work tree)"
+    print(f"median of 30 (load_grey) / 15 (detect) runs, 1280x960 files, {label}")
+    for name, (image, suffix) in files.items():
+        path = folder / (name.replace(" ", "_") + suffix)
+        cv2.imwrite(str(path), image)
+        print(f"{name:16} load_grey {median_ms(images.load_grey, path, 30):6.1f} ms   detect {median_ms(det.detect, path, 15):6.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=6000, help="mutated files to try")
@@ -333,8 +368,9 @@ def main() -> None:
     parser.add_argument("--detect", type=int, default=300, help="how many of them also go through Detector.detect")
     parser.add_argument("--before", metavar="REV", help="measure detector/images.py as it was at this git revision")
     parser.add_argument("--memory", action="store_true", help="peak memory of header bombs instead of the fuzz run")
+    parser.add_argument("--speed", action="store_true", help="load_grey and detect() times on normal pictures")
     args = parser.parse_args()
-    memory(args) if args.memory else fuzz(args)
+    memory(args) if args.memory else speed(args) if args.speed else fuzz(args)
 
 
 if __name__ == "__main__":
