@@ -18,13 +18,17 @@ CSV. `write_csv` writes UTF-8 (no BOM unless asked: scripts and strict UTF-8
 readers take the file as is; `bom=True` is for double-clicking into Excel,
 which otherwise decodes non-ASCII names as ANSI), a header row, ISO 8601 dates,
 dot decimals (Python formatting is locale-free) and CRLF rows (RFC 4180).
-Every text cell that a spreadsheet could run as a formula is neutralised.
+Every text cell (header, names, dates) is quoted, numbers are not: a comma,
+quote or line break typed into a part ID stays inside its cell. Text that a
+spreadsheet could run as a formula is neutralised, also where a spreadsheet
+that splits on `;` (the German and French default, blind to our quotes there)
+or on a line break would start a new cell inside it: `x;=1+1` is written
+`"x;'=1+1"`, so those spreadsheets see more cells in that row, none a formula.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import re
 import sqlite3
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
@@ -51,11 +55,24 @@ class ReportError(RuntimeError):
 
 
 _FORMULA_STARTS = frozenset(FORMULA_PREFIXES)
+# A cell boundary for a reader that does not see our quotes (`;` spreadsheets, line breaks),
+# followed by a formula start or by a quote that such a reader would take as opening a cell;
+# spaces before it too, which an import that trims cells drops.
+_INNER_FORMULA = re.compile("([;\r\n])(?= *[" + re.escape("".join(FORMULA_PREFIXES) + '"') + "])")
 
 
 def neutralise(text: str) -> str:
-    """`text` made inert for spreadsheets: a leading apostrophe if it could start a formula."""
-    return "'" + text if text[:1] in _FORMULA_STARTS else text
+    """`text` made inert for spreadsheets: an apostrophe wherever a cell could start with a formula."""
+    if text.lstrip(" ")[:1] in _FORMULA_STARTS:
+        text = "'" + text
+    if ";" in text or "\n" in text or "\r" in text:  # the regex only where it can match: ~2 million cells a month
+        text = _INNER_FORMULA.sub(r"\1'", text)
+    return text
+
+
+def _text(text: str) -> str:
+    text = neutralise(text)
+    return '"' + (text.replace('"', '""') if '"' in text else text) + '"'
 
 
 def _float(value: float) -> str:
@@ -63,14 +80,15 @@ def _float(value: float) -> str:
 
 
 # Exact types first: a month of per-inspection rows is ~2 million cells.
-_FORMAT_BY_TYPE = {str: neutralise, int: str, float: _float, type(None): lambda _: ""}
+_FORMAT_BY_TYPE = {str: _text, int: str, float: _float, type(None): lambda _: "",
+                   date: lambda d: f'"{d.isoformat()}"', datetime: lambda d: f'"{d.isoformat()}"'}
 
 
 def format_cell(value: Any) -> str:
-    """One CSV cell: numbers with a dot and fixed decimals, dates ISO 8601, all text neutralised.
+    """One CSV cell as written: numbers bare with a dot and fixed decimals, None empty, everything else quoted text.
 
-    Only numbers we produce are int/float, so neutralising every str is safe
-    and also covers text fields added to the log later.
+    Only numbers we produce are int/float, so quoting and neutralising every
+    other value also covers text fields added to the log later.
     """
     fast = _FORMAT_BY_TYPE.get(type(value))
     if fast is not None:
@@ -84,31 +102,36 @@ def format_cell(value: Any) -> str:
     if isinstance(value, float):
         return _float(value)
     if isinstance(value, (date, datetime)):
-        return value.isoformat()
-    return neutralise(str(value))
+        return f'"{value.isoformat()}"'
+    return _text(str(value))
 
 
 def csv_bytes(header: Sequence[str], rows: Iterable[Sequence[Any]], *, bom: bool = False) -> tuple[bytes, int]:
     """The CSV file's bytes and the number of data rows."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow([format_cell(h) for h in header])
-    n = 0
+    lines = [",".join(map(format_cell, header))]
     for row in rows:
-        writer.writerow(map(format_cell, row))
-        n += 1
-    return (b"\xef\xbb\xbf" if bom else b"") + buf.getvalue().encode("utf-8"), n
+        lines.append(",".join(map(format_cell, row)))
+    lines.append("")  # the last row ends with CRLF too
+    return (b"\xef\xbb\xbf" if bom else b"") + "\r\n".join(lines).encode("utf-8"), len(lines) - 2
 
 
 def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]], *, bom: bool = False) -> int:
     """Write a CSV atomically (a scheduled job never leaves half a file); returns the data rows written."""
-    data, n = csv_bytes(header, rows, bom=bom)
     path = Path(path)
+    check_folder(path)
+    data, n = csv_bytes(header, rows, bom=bom)
     try:
         atomic_write_bytes(path, data)
-    except OSError as exc:
-        raise ReportError(f"cannot write {path}: {exc}") from exc
+    except OSError as exc:  # the OS names the temporary file: say what it means for `path` instead
+        raise ReportError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return n
+
+
+def check_folder(path: str | Path) -> None:
+    """ReportError unless the folder `path` is to be written in exists (before any temporary file is named)."""
+    folder = Path(path).absolute().parent
+    if not folder.is_dir():
+        raise ReportError(f"the folder {folder} does not exist" if not folder.exists() else f"{folder} is not a folder")
 
 
 # -- days, time zones, shifts ------------------------------------------------------------------
@@ -245,14 +268,20 @@ _PER_CLASS = ("SELECT d.inspection_id, d.label, SUM(d.fails), MAX(CASE WHEN d.sh
               " WHERE i.created_at >= ? AND i.created_at < ? GROUP BY d.inspection_id, d.label")
 _SHOWN_SCORES = ("SELECT d.label, d.score FROM inspections i JOIN detections d ON d.inspection_id = i.id"
                  " WHERE i.created_at >= ? AND i.created_at < ? AND d.shown = 1")
-# QA reviews (schema v2 on): the current word and the reason typed for it.
+# QA's current word per inspection: one row per reviewed inspection with inspection_id,
+# qa_verdict, reviewer, reviewed_at, audit_id. The view over the append-only reviews (schema v3);
+# in a v2 log (reports never migrate) the reviews table itself held one row per inspection.
+CURRENT_REVIEWS, V2_REVIEWS = "current_reviews", "reviews"
 _REVIEWS = ("SELECT r.inspection_id, r.qa_verdict, r.reviewer, r.reviewed_at, a.reason FROM inspections i"
-            " JOIN reviews r ON r.inspection_id = i.id LEFT JOIN audit a ON a.id = r.audit_id"
+            " JOIN {reviews} r ON r.inspection_id = i.id LEFT JOIN audit a ON a.id = r.audit_id"
             " WHERE i.created_at >= ? AND i.created_at < ?")
+_QA_VERDICTS = ("SELECT r.inspection_id, r.qa_verdict FROM inspections i JOIN {reviews} r ON r.inspection_id = i.id"
+                " WHERE i.created_at >= ? AND i.created_at < ?")
 _PER_INSPECTION_EXTRA = ", operator, part_id, source, model_id, model_version, threshold, n_detections, image_path, note"
 
 
 _NO_REVIEW = (None, None, None, None)
+QA_COLUMNS = ("qa_reviewed", "qa_passed", "qa_failed", "overridden")
 
 
 @dataclass
@@ -268,6 +297,10 @@ class _Group:
     inspected: int = 0
     passed: int = 0
     failed: int = 0
+    qa_reviewed: int = 0
+    qa_passed: int = 0
+    qa_failed: int = 0
+    overridden: int = 0  # QA's verdict differs from the station's
     defects: dict[str, int] = field(default_factory=dict)
 
 
@@ -281,16 +314,27 @@ def _per_class(conn: sqlite3.Connection, lo: str, hi: str) -> tuple[dict[int, di
     return out, labels
 
 
+def _reviews_source(conn: sqlite3.Connection) -> str | None:
+    """Where QA's current word is in this log; None for a log from before QA review (schema v1)."""
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
+    return next((n for n in (CURRENT_REVIEWS, V2_REVIEWS) if n in names), None)
+
+
 def _reviews(conn: sqlite3.Connection, lo: str, hi: str) -> dict[int, tuple[str, str, str, str | None]]:
     """Per inspection id: (QA verdict, reviewer, reviewed at, reason); empty for a log without reviews."""
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'reviews'").fetchone():
-        return {}
-    return {r[0]: r[1:] for r in _query(conn, _REVIEWS, (lo, hi))}
+    source = _reviews_source(conn)
+    return {r[0]: r[1:] for r in _query(conn, _REVIEWS.format(reviews=source), (lo, hi))} if source else {}
 
 
 def _groups(conn: sqlite3.Connection, clock: _Clock, lo: str, hi: str) -> tuple[dict[tuple[date, str, str], _Group], set[str]]:
-    """(report day, station, shift) -> counts; and every label seen."""
+    """(report day, station, shift) -> counts, QA's figures included; and every label seen.
+
+    QA's figures count on the day of the inspection, not of the review, so they
+    sit beside the station's figures for the same parts.
+    """
     per_class, labels = _per_class(conn, lo, hi)
+    source = _reviews_source(conn)
+    qa = dict(_query(conn, _QA_VERDICTS.format(reviews=source), (lo, hi))) if source else {}
     groups: dict[tuple[date, str, str], _Group] = {}
     local, shift = clock.local, clock.shift
     for inspection_id, created_at, station, verdict in _query(conn, _INSPECTIONS.format(extra=""), (lo, hi)):
@@ -303,6 +347,15 @@ def _groups(conn: sqlite3.Connection, clock: _Clock, lo: str, hi: str) -> tuple[
             g.passed += 1
         else:
             g.failed += 1
+        qa_verdict = qa.get(inspection_id)
+        if qa_verdict is not None:
+            g.qa_reviewed += 1
+            if qa_verdict == "PASS":
+                g.qa_passed += 1
+            else:
+                g.qa_failed += 1
+            if qa_verdict != verdict:
+                g.overridden += 1
         for label, (fails, _) in per_class.get(inspection_id, {}).items():
             if fails:
                 g.defects[label] = g.defects.get(label, 0) + fails
@@ -311,7 +364,9 @@ def _groups(conn: sqlite3.Connection, clock: _Clock, lo: str, hi: str) -> tuple[
 
 def daily_summary(db: str | Path | sqlite3.Connection, first: date, last: date, *, tz: tzinfo | None = None,
                   shifts: Iterable[tuple[str, str]] = (), classes: Iterable[str] = ()) -> Table:
-    """Per report day, station (and shift): inspected, passed, failed, defect rate, failing defects per class.
+    """Per report day, station (and shift): the station's inspected, passed, failed, defect rate; QA's
+    reviewed, passed, failed and overridden (QA's current verdict differs from the station's) among
+    those inspections; failing defects per class (as the station logged them).
 
     Class columns are `classes` plus every label detected in the range, sorted,
     so a class with no defects still shows as 0 when the caller names it.
@@ -325,11 +380,12 @@ def daily_summary(db: str | Path | sqlite3.Connection, first: date, last: date, 
     labels = sorted(labels | set(classes))
     order = {name: i for i, (name, _) in enumerate(parsed)}
     header = ["date", "station", *(["shift"] if parsed else []), "inspected", "passed", "failed", "defect_rate",
-              *(f"defects_{c}" for c in labels)]
+              *QA_COLUMNS, *(f"defects_{c}" for c in labels)]
     rows = []
     for (day, station, shift_name), g in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 0))):
         rows.append([day, station, *([shift_name] if parsed else []), g.inspected, g.passed, g.failed,
-                     g.failed / g.inspected, *(g.defects.get(c, 0) for c in labels)])
+                     g.failed / g.inspected, g.qa_reviewed, g.qa_passed, g.qa_failed, g.overridden,
+                     *(g.defects.get(c, 0) for c in labels)])
     return Table(header, rows)
 
 
@@ -382,6 +438,7 @@ class Trends:
     defect_rate: list[float]
     defects: dict[str, list[int]]  # class -> failing defects per day, aligned with `days`
     scores: dict[str, list[float]]  # class -> scores of the shown detections in the range
+    stations: list[str] = field(default_factory=list)  # stations with inspections in the range, sorted
 
 
 def trends(db: str | Path | sqlite3.Connection, first: date, last: date, *, tz: tzinfo | None = None,
@@ -410,6 +467,7 @@ def trends(db: str | Path | sqlite3.Connection, first: date, last: date, *, tz: 
         defect_rate=[per_day[d].failed / per_day[d].inspected for d in days],
         defects={c: [per_day[d].defects.get(c, 0) for d in days] for c in labels},
         scores={c: scores.get(c, []) for c in labels},
+        stations=sorted({station for _, station, _ in groups}),
     )
 
 

@@ -2,6 +2,9 @@
 
     python -m app export-training-set --db PATH --out DIR [--from DATE] [--to DATE]
     python -m detector dataset --source DIR/annotations.json --out runs/line_data ...
+
+Prints how many reviewed inspections were exported and each one skipped with
+the reason; exits 1 when none was exported (e.g. nothing reviewed in the range).
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ import sys
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
-from app.review import GalleryFilter, export_training_set
+from app.review import GalleryFilter
 from app.settings import load_settings
 from app.store import InspectionStore, StoreError
+from app.training_export import export_reviewed
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,12 +48,13 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         with InspectionStore(db) as store:
-            summary = export_training_set(store, args.out, flt, crop_to_region=not args.whole_frame)
+            result = export_reviewed(store, args.out, flt, crop_to_region=not args.whole_frame)
     except (StoreError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for note in summary["skipped"]:
-        print(f"skipped {note}", file=sys.stderr)
-    print(f"exported {summary['images']} reviewed pictures with {summary['boxes']} boxes "
-          f"({', '.join(summary['classes']) or 'no classes'}) to {summary['annotations']}")
+    lines = result.lines()
+    if not result.exported:  # a scheduled job must not take an empty set for a result
+        print("error: " + "\n".join(lines), file=sys.stderr)
+        return 1
+    print("\n".join(lines))
     return 0

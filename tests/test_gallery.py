@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import pytest
 from PySide6.QtCore import QPoint, Qt
+from PySide6.QtWidgets import QFileDialog, QMessageBox
 from test_review import QA, log
 
 from app.settings import StationSettings
@@ -71,13 +73,49 @@ def test_gallery_filters_review_and_audit(qtbot, store):
 
     actions = [r[0] for r in store.query("SELECT action FROM audit WHERE inspection_id = ? ORDER BY id", (first,))]
     assert actions == ["review.false_positive", "review.override", "review.missed"]
-    assert g.history.count() == 3 and "no real defect" in g.history.item(1).text()
+    # The audit trail is a table in words, newest last, nothing scrolled off to the right.
+    assert [g.history.horizontalHeaderItem(c).text() for c in range(5)] == ["when", "who", "what", "old → new", "reason"]
+    cells = [[g.history.item(r, c).text() for c in range(5)] for r in range(g.history.rowCount())]
+    assert [c[1:3] + [c[4]] for c in cells] == [["quinn", "false positive marked", "reflection of the lamp"],
+                                                ["quinn", "verdict overridden", "no real defect"],
+                                                ["quinn", "missed defect added", "small pit cluster missed"]]
+    assert [c[3] for c in cells[:2]] == ["scratch 0.8 → false positive", "FAIL → PASS"]
+    assert re.fullmatch(r"pit at \(\d+(\.\d\d?)?, \d+(\.\d\d?)?, \d+(\.\d\d?)?, \d+(\.\d\d?)?\)", cells[2][3])
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", c[0]) for c in cells)
+    assert g.history.horizontalHeader().stretchLastSection() and g.history.wordWrap()
     assert store.get(first)["verdict"] == FAIL  # the station's verdict stays as logged
     g.reviewed_combo.setCurrentText("reviewed")
     assert g.thumbs.count() == 1 and "QA PASS" in g.thumbs.item(0).text()
     before = v.transform().m11()
     g.zoom_in.click()
     assert v.transform().m11() == pytest.approx(before * 1.25)
+
+
+def test_training_set_export_from_the_gallery_says_what_it_did(qtbot, store, tmp_path, monkeypatch):
+    assert not GalleryWidget(store, User("sam", "supervisor")).export_button.isEnabled()  # may look, not export
+    g = GalleryWidget(store, QA, COLOURS)
+    qtbot.addWidget(g)
+    assert g.export_button.isEnabled() and g.export_button.text() == "Export training set…"
+
+    result = g.export_training_set(tmp_path / "none")
+    assert result.exported == 0 and g.export_box.icon() == QMessageBox.Icon.Warning
+    assert g.export_box.text() == ("Nothing exported: no reviewed inspections in this filter (3 inspections match it): "
+                                   "review some first.")
+    assert g.export_box.isVisible() and g.message.text() == g.export_box.text()
+
+    ids = [r[0] for r in store.query("SELECT id FROM inspections ORDER BY id")]
+    for i, verdict in zip(ids, (FAIL, PASS, FAIL)):
+        g.service.set_verdict(i, verdict, "checked")
+    store.resolve(store.get(ids[2])["image_path"]).unlink()
+    g.verdict_combo.setCurrentText(FAIL)  # the current filter: the station's FAILs only
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a: str(tmp_path / "fails"))
+    g.export_button.click()
+    box = g.export_box
+    assert box.text().startswith("Exported 1 reviewed pictures with 1 boxes (scratch)") and box.icon() == QMessageBox.Icon.Warning
+    assert box.informativeText().splitlines() == ["1 of 2 reviewed inspections exported, 1 skipped:",
+                                                  f"  skipped #{ids[2]}: frame missing"]
+    assert json.loads((tmp_path / "fails" / "annotations.json").read_text())["images"][0]["file_name"].endswith(
+        f"inspection_{ids[0]}.png")
 
 
 def test_operators_cannot_review_or_change_settings(qtbot, tmp_path, store):
@@ -90,7 +128,7 @@ def test_operators_cannot_review_or_change_settings(qtbot, tmp_path, store):
     qtbot.addWidget(w)
     tabs = [w.tabs.tabText(i) for i in range(w.tabs.count())]
     assert tabs == ["Inspect"] and not w.settings_action.isEnabled()
-    assert w.operator_edit.text() == "olga" and w.operator_edit.isReadOnly()
+    assert w.operator_edit.isHidden() and "olga" in w.signed_in_label.text()  # the signed-in user is logged
 
 
 def test_admin_rule_change_is_audited_and_gallery_tab_opens(qtbot, tmp_path, store):
@@ -104,9 +142,9 @@ def test_admin_rule_change_is_audited_and_gallery_tab_opens(qtbot, tmp_path, sto
     assert w.gallery is not None and w.gallery.thumbs.count() == 3
     new_rule = VerdictRule(classes={"scratch": ClassRule(0.5, 20.0)})
     w.apply_settings(replace(w.settings, rule=new_rule, station_name="line 9"))
-    rows = store.query("SELECT user, action, old_value, new_value FROM audit ORDER BY id")
+    rows = store.query("SELECT user, action, old_value, new_value FROM audit WHERE action != 'settings.file' ORDER BY id")
     assert [(r["user"], r["action"]) for r in rows] == [("root", "settings.rule"), ("root", "settings.change")]
-    assert json.loads(rows[0]["new_value"])["classes"]["scratch"] == {"min_score": 0.5, "min_size": 20.0}
+    assert json.loads(rows[0]["new_value"])["rule"]["classes"]["scratch"] == {"min_score": 0.5, "min_size": 20.0}
     assert json.loads(rows[1]["new_value"]) == {"station_name": "line 9"}
     assert w.inspector.rule == new_rule
 
@@ -122,21 +160,21 @@ def test_admin_manages_users_in_the_dialog(qtbot, store):
     dlg.role_combo.setCurrentText("admin")
     dlg.pin_edit.setText("12")
     dlg.add_button.click()
-    assert "at least 4" in dlg.message.text() and dlg.table.rowCount() == 0
-    dlg.pin_edit.setText("1357")
+    assert "at least 6" in dlg.message.text() and dlg.table.rowCount() == 0
+    dlg.pin_edit.setText("135790")
     dlg.add_button.click()
-    root = users.authenticate("root", "1357")
+    root = users.authenticate("root", "135790")
     assert root == User("root", "admin") and dlg.table.rowCount() == 1
 
     dlg = UsersDialog(users, root)
     qtbot.addWidget(dlg)
     dlg.name_edit.setText("olga")
     dlg.role_combo.setCurrentText("operator")
-    dlg.pin_edit.setText("2468")
+    dlg.pin_edit.setText("246813")
     dlg.add_button.click()
     dlg.table.selectRow([dlg.table.item(r, 0).text() for r in range(2)].index("olga"))
     dlg.set_role_combo.setCurrentText("qa")
     dlg.set_role_button.click()
-    assert users.authenticate("olga", "2468") == User("olga", "qa")
+    assert users.authenticate("olga", "246813") == User("olga", "qa")
     actions = [r[0] for r in store.query("SELECT action FROM audit ORDER BY id")]
     assert actions == ["user.add", "user.add", "user.role"]

@@ -16,8 +16,10 @@ from conftest import run_app
 from app import reports
 from app.cli import main as cli_main
 from app.reports import ReportError, daily_summary, export_csv, neutralise, per_inspection, trends, write_csv
+from app.review import ReviewService
 from app.roi import Roi
 from app.store import InspectionRecord, InspectionStore
+from app.users import SETUP_USER, User, UserDirectory
 from detector import Detection
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -36,6 +38,11 @@ def add(store: InspectionStore, local: tuple[int, ...], station: str = "line-1",
         detections=detections, shown=[i for i, d in enumerate(dets) if d[2]],
         failing=[i for i, d in enumerate(dets) if d[3]], operator=operator, part_id=part_id, created_at=when)
     return store.record(rec).id
+
+
+def reviewer(store: InspectionStore, name: str = "qa-1") -> User:
+    """A reviewer the log knows: the first user of its users table (so an admin)."""
+    return UserDirectory(store).add(name, "admin", "135790", by=SETUP_USER)
 
 
 SCRATCH, WEAK_SCRATCH, PIT, SHOWN_PIT = ("scratch", 0.9, True, True), ("scratch", 0.1, False, False), \
@@ -67,17 +74,18 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def test_daily_summary_per_local_day_and_station(log_db, tmp_path):
     table = daily_summary(log_db, date(2026, 11, 2), date(2026, 11, 4), tz=BERLIN)
-    assert table.header == ["date", "station", "inspected", "passed", "failed", "defect_rate", "defects_pit", "defects_scratch"]
+    assert table.header == ["date", "station", "inspected", "passed", "failed", "defect_rate",
+                            "qa_reviewed", "qa_passed", "qa_failed", "overridden", "defects_pit", "defects_scratch"]
     out = tmp_path / "daily.csv"
     assert write_csv(out, table.header, table.rows) == 4
     assert [list(r.values()) for r in read_csv(out)] == [
-        ["2026-11-02", "line-1", "4", "2", "2", "0.5000", "0", "2"],  # the shown-but-passing pit is no defect
-        ["2026-11-02", "line-2", "1", "0", "1", "1.0000", "2", "0"],
-        ["2026-11-03", "line-1", "2", "1", "1", "0.5000", "1", "0"],
-        ["2026-11-04", "line-2", "1", "0", "1", "1.0000", "0", "1"],
+        ["2026-11-02", "line-1", "4", "2", "2", "0.5000", "0", "0", "0", "0", "0", "2"],  # a shown-but-passing pit is no defect
+        ["2026-11-02", "line-2", "1", "0", "1", "1.0000", "0", "0", "0", "0", "2", "0"],
+        ["2026-11-03", "line-1", "2", "1", "1", "0.5000", "0", "0", "0", "0", "1", "0"],
+        ["2026-11-04", "line-2", "1", "0", "1", "1.0000", "0", "0", "0", "0", "0", "1"],
     ]
     raw = out.read_bytes()
-    assert raw.startswith(b"date,station,") and raw.count(b"\r\n") == 5  # no BOM by default, header row, CRLF rows
+    assert raw.startswith(b'"date","station",') and raw.count(b"\r\n") == 5  # no BOM by default, header row, CRLF rows
     # A class the caller names (e.g. from the model) gets a column even without defects; ranges are validated.
     assert "defects_dent" in daily_summary(log_db, date(2026, 11, 2), date(2026, 11, 2), tz=BERLIN, classes=["dent"]).header
     with pytest.raises(ReportError, match="starts after it ends"):
@@ -86,7 +94,7 @@ def test_daily_summary_per_local_day_and_station(log_db, tmp_path):
 
 def test_daily_summary_in_utc_moves_the_late_night_inspections(log_db):
     rows = daily_summary(log_db, date(2026, 11, 2), date(2026, 11, 4), tz=timezone.utc).rows
-    assert [r[:5] + r[6:] for r in rows] == [
+    assert [r[:5] + r[10:] for r in rows] == [
         [date(2026, 11, 2), "line-1", 5, 2, 3, 1, 2],  # 00:30 Berlin on 11-03 is 23:30 UTC on 11-02
         [date(2026, 11, 2), "line-2", 1, 0, 1, 2, 0],
         [date(2026, 11, 3), "line-1", 1, 1, 0, 0, 0],
@@ -98,7 +106,7 @@ def test_daily_summary_in_utc_moves_the_late_night_inspections(log_db):
 def test_shifts_night_shift_counts_on_its_start_day(log_db):
     table = daily_summary(log_db, date(2026, 11, 2), date(2026, 11, 4), tz=BERLIN, shifts=SHIFTS)
     assert table.header[:4] == ["date", "station", "shift", "inspected"]
-    assert [[str(r[0]), r[1], r[2], r[3], r[5], r[7], r[8]] for r in table.rows] == [
+    assert [[str(r[0]), r[1], r[2], r[3], r[5], r[11], r[12]] for r in table.rows] == [
         ["2026-11-02", "line-1", "early", 1, 1, 0, 1],   # 06:00:00 starts the early shift
         ["2026-11-02", "line-1", "late", 1, 0, 0, 0],
         ["2026-11-02", "line-1", "night", 2, 2, 1, 1],   # 23:30 and 00:30 the next morning
@@ -156,12 +164,8 @@ def test_formula_looking_text_stays_inert(tmp_path):
     with InspectionStore(db) as store:
         ids = [add(store, (2026, 11, 2, 8, i), part_id=p, operator="=cmd|' /C calc'!A0", dets=(SCRATCH,))
                for i, p in enumerate([*FORMULAS, "SN-001", "Müller 7"])]
-    with sqlite3.connect(db) as conn:  # a QA review whose typed reason looks like a formula
-        cur = conn.execute("INSERT INTO audit (at, user, action, inspection_id, reason) VALUES (?,?,?,?,?)",
-                           ("2026-11-02T10:00:00.000Z", "qa1", "review.override", ids[0], "@SUM(1+1)*cmd"))
-        conn.execute("INSERT INTO reviews (inspection_id, qa_verdict, reviewer, reviewed_at, audit_id) VALUES (?,?,?,?,?)",
-                     (ids[0], "PASS", "-qa", "2026-11-02T10:00:00.000Z", cur.lastrowid))
-    conn.close()
+        # A QA review by a user whose name and typed reason look like formulas.
+        ReviewService(store, reviewer(store, "-qa")).set_verdict(ids[0], "PASS", "@SUM(1+1)*cmd")
     out = tmp_path / "inspections.csv"
     export_csv(db, date(2026, 11, 2), date(2026, 11, 2), out, per_inspection_rows=True, tz=BERLIN)
     rows = read_csv(out)
@@ -173,13 +177,13 @@ def test_formula_looking_text_stays_inert(tmp_path):
     # Our own numbers are never prefixed.
     assert all(not v.startswith("'") for r in rows for k, v in r.items() if k not in ("part_id", "operator", "reviewer",
                                                                                       "review_reason"))
-    for text in ("\tx", "\rx", "\uff1dSUM(1)", "=1"):
+    for text in ("\tx", "\rx", "\uff1dSUM(1)", "=1", "  =1"):
         assert neutralise(text) == "'" + text
     for text in ("SN-001", "a=b", "", "'=already"):
         assert neutralise(text) == text
     # Excel: a BOM on request, UTF-8 either way.
     write_csv(out, ["name"], [["Müller"]], bom=True)
-    assert out.read_bytes() == "\ufeffname\r\nMüller\r\n".encode()
+    assert out.read_bytes() == '\ufeff"name"\r\n"Müller"\r\n'.encode()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # atomic: no temp file left
 
 
@@ -194,7 +198,8 @@ def test_trends_data(log_db):
 
 def test_queries_use_the_created_at_index(log_db):
     conn = reports.open_db(log_db)
-    for sql in (reports._INSPECTIONS.format(extra=""), reports._PER_CLASS, reports._SHOWN_SCORES, reports._REVIEWS):
+    for sql in (reports._INSPECTIONS.format(extra=""), reports._PER_CLASS, reports._SHOWN_SCORES,
+                reports._REVIEWS.format(reviews=reports.CURRENT_REVIEWS), reports._QA_VERDICTS.format(reviews=reports.CURRENT_REVIEWS)):
         plan = " ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, ("a", "b")))
         assert "ix_inspections_created" in plan, plan
     with pytest.raises(sqlite3.OperationalError):  # read-only
@@ -222,7 +227,7 @@ def test_cli_export_csv(log_db, tmp_path):
                      "--utc", "--config", str(config), "--no-shifts"]) == 0
     assert len(read_csv(out)) == 5
     assert cli_main(["export-csv", "--db", str(log_db), "--from", "yesterday", "--to", "today", "--out", str(out)]) == 0
-    assert out.read_text(encoding="utf-8").startswith("date,station,")
+    assert out.read_text(encoding="utf-8").startswith('"date","station",')
 
 
 @pytest.mark.parametrize("args, message", [
@@ -245,3 +250,82 @@ def test_cli_export_csv_errors(log_db, tmp_path, capsys, args, message):
 def test_csv_bytes_are_locale_free():
     data, n = reports.csv_bytes(["x", "d"], [[0.1, date(2026, 1, 2)], [2, None]])
     assert n == 2 and list(csv.reader(io.StringIO(data.decode("utf-8")))) == [["x", "d"], ["0.1000", "2026-01-02"], ["2", ""]]
+
+
+def test_daily_summary_has_qa_figures_beside_the_stations(log_db, tmp_path):
+    """QA's current verdict per inspection, counted on the inspection's day: reviewed, passed, failed, overridden."""
+    with InspectionStore(log_db) as store:
+        qa = ReviewService(store, reviewer(store))
+        qa.set_verdict(3, "PASS", "reflection, not a scratch")   # 11-02 line-1: station FAIL, overridden
+        qa.set_verdict(5, "PASS", "clean")                       # 11-02 line-1: confirmed
+        qa.set_verdict(4, "FAIL", "two pits")                    # 11-02 line-2: confirmed
+        qa.set_verdict(8, "PASS", "looks fine")                  # 11-03 line-1: first PASS ...
+        qa.set_verdict(8, "FAIL", "on second look a pit")        # ... then FAIL: the current word counts
+    out = tmp_path / "daily.csv"
+    assert export_csv(log_db, date(2026, 11, 2), date(2026, 11, 4), out, tz=BERLIN) == 4
+    rows = read_csv(out)
+    assert [(r["date"], r["station"], r["failed"], r["qa_reviewed"], r["qa_passed"], r["qa_failed"], r["overridden"])
+            for r in rows] == [
+        ("2026-11-02", "line-1", "2", "2", "2", "0", "1"),
+        ("2026-11-02", "line-2", "1", "1", "0", "1", "0"),
+        ("2026-11-03", "line-1", "1", "1", "0", "1", "1"),  # 11-03 10:00 was a station PASS
+        ("2026-11-04", "line-2", "1", "0", "0", "0", "0"),
+    ]
+    export_csv(log_db, date(2026, 11, 3), date(2026, 11, 3), out, per_inspection_rows=True, tz=BERLIN)
+    by_id = {int(r["id"]): r for r in read_csv(out)}
+    assert (by_id[8]["qa_verdict"], by_id[8]["review_reason"]) == ("FAIL", "on second look a pit")
+    # Per shift too: the night shift of 11-02 has none reviewed, its early shift has the override.
+    shifts = daily_summary(log_db, date(2026, 11, 2), date(2026, 11, 2), tz=BERLIN, shifts=SHIFTS)
+    qa_cols = [shifts.header.index(c) for c in reports.QA_COLUMNS]
+    assert [(r[1], r[2], *(r[i] for i in qa_cols)) for r in shifts.rows] == [
+        ("line-1", "early", 1, 1, 0, 1), ("line-1", "late", 1, 1, 0, 0), ("line-1", "night", 0, 0, 0, 0),
+        ("line-2", "early", 1, 0, 1, 0)]
+
+
+SEMICOLON_TEXTS = ["x;=1+1;", 'a;"=1+1"', "two\nlines\n@SUM(1)", "x\r\n-2", "; +3", "SN-001"]
+
+
+def test_text_is_quoted_and_stays_inert_when_a_spreadsheet_splits_on_semicolons(tmp_path):
+    db = tmp_path / "inspections.sqlite"
+    with InspectionStore(db) as store:
+        for i, text in enumerate(SEMICOLON_TEXTS):
+            add(store, (2026, 11, 2, 8, i), part_id=text, operator="anna;=cmd|' /C calc'!A0", dets=(SCRATCH,))
+    out = tmp_path / "inspections.csv"
+    export_csv(db, date(2026, 11, 2), date(2026, 11, 2), out, per_inspection_rows=True, tz=BERLIN)
+    text = out.read_bytes().decode("utf-8")  # as is: a line break typed into a part ID is data
+
+    # A spreadsheet that splits on ',' (and every CSV library): one cell per column, text kept, formulas neutralised.
+    rows = list(csv.reader(io.StringIO(text)))
+    header = rows[0]
+    assert all(len(r) == len(header) for r in rows) and len(rows) == 1 + len(SEMICOLON_TEXTS)
+    part = header.index("part_id")
+    assert [r[part] for r in rows[1:]] == ["x;'=1+1;", 'a;\'"=1+1"', "two\nlines\n'@SUM(1)", "x\r\n'-2", ";' +3", "SN-001"]
+    assert {r[header.index("operator")] for r in rows[1:]} == {"anna;'=cmd|' /C calc'!A0"}
+    assert '"SN-001"' in text and ',"line-1",' in text and ',"2026-11-02",' in text  # every text cell quoted ...
+    assert ",0.3000," in text and ',"0.3000"' not in text  # ... numbers not
+
+    # A German or French spreadsheet splits the same file on ';' and sees no quotes inside the comma rows:
+    # it may see more cells in a row with a ';', but no cell (nor a row cut at a line break) starts a formula.
+    cells = [c for row in csv.reader(io.StringIO(text), delimiter=";") for c in row]
+    assert not [c for c in cells if c[:1] in reports.FORMULA_PREFIXES], cells
+    semicolon_rows = list(csv.reader(io.StringIO(text), delimiter=";"))
+    assert len(semicolon_rows[0]) == 1  # a row without a typed ";" is one cell there
+
+    # Numbers stay numbers for a reader that takes every unquoted cell as one (the daily CSV has no empty cells).
+    daily = tmp_path / "daily.csv"
+    export_csv(db, date(2026, 11, 2), date(2026, 11, 2), daily, tz=BERLIN)
+    header, row = list(csv.reader(io.StringIO(daily.read_bytes().decode("utf-8")), quoting=csv.QUOTE_NONNUMERIC))
+    assert row[:7] == ["2026-11-02", "line-1", 6.0, 0.0, 6.0, 1.0, 0.0] and all(isinstance(h, str) for h in header)
+
+
+def test_writing_into_a_missing_folder_says_so(log_db, tmp_path):
+    out = tmp_path / "no such folder" / "daily.csv"
+    for write in (lambda: write_csv(out, ["a"], [[1]]),
+                  lambda: export_csv(log_db, date(2026, 11, 2), date(2026, 11, 4), out, tz=BERLIN)):
+        with pytest.raises(ReportError, match="does not exist") as err:
+            write()
+        assert str(out.parent) in str(err.value) and ".tmp" not in str(err.value)  # not the atomic write's temp file
+    assert not out.parent.exists()
+    (tmp_path / "a file").write_text("x")
+    with pytest.raises(ReportError, match="is not a folder"):
+        write_csv(tmp_path / "a file" / "daily.csv", ["a"], [[1]])

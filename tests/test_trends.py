@@ -6,13 +6,15 @@ import csv
 from datetime import date
 
 import numpy as np
+import pyqtgraph as pg
 import pytest
-from PySide6.QtGui import QImage
+from PySide6.QtGui import QColor, QImage
+from PySide6.QtWidgets import QFileDialog, QMessageBox
 from test_reports import BERLIN, PIT, SCRATCH, SHOWN_PIT, add
 
 from app.reports import ReportError
 from app.store import InspectionStore
-from app.ui.trends import DayAxis, ReportsWidget
+from app.ui.trends import CAPTION_PX, DayAxis, ReportsWidget
 
 
 @pytest.fixture
@@ -86,7 +88,7 @@ def test_export_and_png(qtbot, db, tmp_path):
     per = tmp_path / "inspections.csv"
     assert widget.export(per, per_inspection=True) == 5
     text = per.read_bytes().decode("utf-8")
-    assert text.startswith("\ufeffid,") and ",'=1+1," in text
+    assert text.startswith('\ufeff"id",') and ',"\'=1+1",' in text
 
     png = widget.save_png(tmp_path / "charts.png")
     image = QImage(str(png))
@@ -100,3 +102,54 @@ def test_missing_database_and_hidden_png(qtbot, tmp_path):
     png = widget.save_png(tmp_path / "empty.png")
     assert png.stat().st_size > 0 and not QImage(str(png)).isNull()
     assert not (tmp_path / "none.sqlite").exists()
+
+
+def test_defect_rate_axis_starts_at_zero(qtbot, db):
+    widget = make(qtbot, db)  # days at 50, 100, 50 %
+    (_, _), (y0, y1) = widget.rate_plot.viewRange()
+    assert y0 == 0 and 100 < y1 <= 105  # the 100 % day shows whole, no more than a little above it
+    widget.set_range(date(2026, 11, 2), date(2026, 11, 2))  # one day at 50 %: still from 0, top just above 50
+    (_, _), (y0, y1) = widget.rate_plot.viewRange()
+    assert y0 == 0 and 50 < y1 < 60
+    widget.set_range(date(2026, 11, 5), date(2026, 11, 5))  # nothing inspected: an empty 0..1 % axis, not -0.5..0.5
+    assert widget.rate_plot.viewRange()[1] == [0, 1]
+    for plot in (widget.rate_plot, widget.defects_plot, widget.hist_plot):
+        assert plot.getViewBox().state["limits"]["yLimits"][0] == 0  # nothing to pan below 0 to
+
+
+def dark_pixels(image: QImage, top: int, bottom: int) -> int:
+    return sum(QColor(image.pixel(x, y)).lightness() < 128 for y in range(top, bottom, 2) for x in range(0, image.width(), 2))
+
+
+def test_png_names_the_stations_and_dates(qtbot, db, tmp_path):
+    widget = make(qtbot, db)
+    assert widget.caption() == "line-1 · 2026-11-01 – 2026-11-05"
+    png = widget.save_png(tmp_path / "charts.png")
+    image = QImage(str(png))
+    charts = pg.exporters.ImageExporter(widget.charts.scene())
+    charts.parameters()["width"] = image.width()
+    assert image.height() == charts.export(toBytes=True).height() + CAPTION_PX  # a band above the charts ...
+    assert dark_pixels(image, 0, CAPTION_PX) > 100  # ... with the caption's text in it
+
+    with InspectionStore(widget.db_path) as store:  # two stations: both named
+        add(store, (2026, 11, 3, 9, 0), station="line-2")
+    widget.refresh()
+    assert widget.caption() == "line-1, line-2 · 2026-11-01 – 2026-11-05"
+    widget.set_range(date(2026, 11, 20), date(2026, 11, 21))
+    assert widget.caption() == "no inspections · 2026-11-20 – 2026-11-21"
+
+
+def test_missing_folder_is_named(qtbot, db, tmp_path, monkeypatch):
+    widget = make(qtbot, db)
+    missing = tmp_path / "gone"
+    with pytest.raises(ReportError, match="does not exist"):
+        widget.save_png(missing / "charts.png")
+    with pytest.raises(ReportError, match="does not exist"):
+        widget.export(missing / "daily.csv", per_inspection=False)
+    # What the user sees after picking such a path in the file dialog.
+    warnings = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda parent, title, text: warnings.append(text))
+    for name, click in (("daily.csv", widget.export_daily_button.click), ("charts.png", widget.save_png_button.click)):
+        monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, n=name: (str(missing / n), ""))
+        click()
+    assert warnings == [f"the folder {missing} does not exist"] * 2 and not missing.exists()

@@ -13,16 +13,19 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDateEdit,
     QDoubleSpinBox,
+    QFileDialog,
     QGraphicsPixmapItem,
     QGraphicsRectItem,
     QGraphicsScene,
     QGraphicsView,
     QGridLayout,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QMessageBox,
     QPushButton,
     QSplitter,
     QTableWidget,
@@ -31,8 +34,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.audit_view import describe_audit
 from app.review import SORTS, GalleryFilter, ReviewService, distinct_values, gallery_count, gallery_page
-from app.store import InspectionStore
+from app.store import InspectionStore, StoreError
+from app.training_export import TrainingExport, export_reviewed
 from app.ui.image_view import to_qimage
 from app.users import User
 from app.verdict import FAIL, PASS
@@ -40,6 +45,8 @@ from app.verdict import FAIL, PASS
 PAGE_SIZE = 48
 THUMB = 160
 ANY = "any"
+AUDIT_COLUMNS = ("when", "who", "what", "old → new", "reason")
+EXPORT_LINES_SHOWN = 20  # skipped inspections listed in the export's message box itself
 
 
 def thumbnail(path) -> QIcon:
@@ -182,7 +189,12 @@ class GalleryWidget(QWidget):
         for col, (a, b) in enumerate(row):
             grid.addWidget(a, 1, 2 * col)
             grid.addWidget(b, 1, 2 * col + 1)
-        grid.addWidget(self.apply_button, 0, 10, 2, 1)
+        grid.addWidget(self.apply_button, 0, 10)
+        self.export_button = QPushButton("Export training set…")
+        self.export_button.setToolTip("Export the reviewed inspections of this filter as a COCO training set")
+        self.export_button.clicked.connect(self._export_dialog)
+        self.export_box: QMessageBox | None = None  # the last export's report
+        grid.addWidget(self.export_button, 1, 10)
 
         # Thumbnails and paging
         self.thumbs = QListWidget()
@@ -234,7 +246,15 @@ class GalleryWidget(QWidget):
         self.zoom_out = QPushButton("−")
         self.zoom_in.clicked.connect(lambda: self.view.zoom(1.25))
         self.zoom_out.clicked.connect(lambda: self.view.zoom(0.8))
-        self.history = QListWidget()
+        self.history = QTableWidget(0, len(AUDIT_COLUMNS))
+        self.history.setHorizontalHeaderLabels(list(AUDIT_COLUMNS))
+        self.history.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.history.setWordWrap(True)
+        self.history.verticalHeader().setVisible(False)
+        header = self.history.horizontalHeader()
+        for col in range(len(AUDIT_COLUMNS) - 1):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)  # the reason takes the room left and wraps: nothing scrolls off to the right
         self.message = QLabel()
         self.message.setWordWrap(True)
 
@@ -271,9 +291,9 @@ class GalleryWidget(QWidget):
         layout.addLayout(grid)
         layout.addWidget(splitter, 1)
 
-        can_review = user.can("review")
+        can_review = user.can("review")  # QA and admins; they also export what they reviewed
         for w in (self.reason_edit, self.confirm_button, self.pass_button, self.fail_button, self.fp_button,
-                  self.missed_class, self.missed_button):
+                  self.missed_class, self.missed_button, self.export_button):
             w.setEnabled(can_review)
         self.refresh_choices()
         self.apply_filters()
@@ -365,10 +385,16 @@ class GalleryWidget(QWidget):
             f"#{insp['id']} · {insp['created_at']} · station {insp['station']} · operator {insp['operator'] or '—'} · "
             f"part {insp['part_id'] or '—'}<br>station verdict <b>{insp['verdict']}</b> at threshold {insp['threshold']:.2f} · "
             f"{qa} · model {insp['model_id']}")
-        self.history.clear()
+        self.history.setRowCount(0)
         for h in st.history:
-            self.history.addItem(f"{h['at']}  {h['user']}  {h['action']}  {h['old_value'] or ''} → {h['new_value'] or ''}  "
-                                 f"“{h['reason']}”")
+            row = self.history.rowCount()
+            self.history.insertRow(row)
+            a = describe_audit(h)
+            for col, text in enumerate((a.when, a.who, a.what, a.change, a.reason)):
+                item = QTableWidgetItem(text)
+                item.setToolTip(text)
+                self.history.setItem(row, col, item)
+        self.history.resizeRowsToContents()
 
     def _add_box_row(self, label: str, score: str, d: dict, status: str, detection_id: int | None) -> None:
         row = self.boxes_table.rowCount()
@@ -422,3 +448,34 @@ class GalleryWidget(QWidget):
     def _on_box_drawn(self, box: tuple) -> None:
         label = self.missed_class.currentText()
         self._review(lambda r: self.service.add_missed(self.current_id, label, box, r))
+
+    # -- back to training -------------------------------------------------------------
+
+    def _export_dialog(self) -> None:
+        out = QFileDialog.getExistingDirectory(self, "Export training set into folder")
+        if out:
+            self.export_training_set(out)
+
+    def export_training_set(self, out_dir) -> TrainingExport | None:
+        """Export the reviewed inspections of the current filter and say what happened (a message box, not modal)."""
+        try:
+            result = export_reviewed(self.store, out_dir, self.current_filter())
+        except (StoreError, OSError, ValueError) as exc:
+            self._report_export(QMessageBox.Icon.Warning, f"Nothing exported: {exc}", [])
+            return None
+        head, *rest = result.lines()
+        icon = QMessageBox.Icon.Information if result.exported and not result.skipped else QMessageBox.Icon.Warning
+        self._report_export(icon, head[:1].upper() + head[1:] + ".", rest)
+        return result
+
+    def _report_export(self, icon: QMessageBox.Icon, text: str, lines: list[str]) -> None:
+        self.message.setText(text)
+        if self.export_box is not None:
+            self.export_box.close()
+        box = self.export_box = QMessageBox(icon, "Export training set", text, QMessageBox.StandardButton.Ok, self)
+        shown = lines[:EXPORT_LINES_SHOWN]
+        if len(lines) > len(shown):  # the whole list behind "Show Details…", the box stays on screen
+            shown.append(f"… and {len(lines) - len(shown)} more (Show Details)")
+            box.setDetailedText("\n".join(lines))
+        box.setInformativeText("\n".join(shown))
+        box.open()

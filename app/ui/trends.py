@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg  # finds PySide6, the only Qt binding the station installs
 import pyqtgraph.exporters  # noqa: F401  (registers pg.exporters.ImageExporter)
-from PySide6.QtCore import QDate, QTimer
+from PySide6.QtCore import QBuffer, QDate, QIODevice, QRect, Qt, QTimer
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter
 from PySide6.QtWidgets import (
     QCheckBox,
     QDateEdit,
@@ -30,12 +31,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.reports import ReportError, Trends, export_csv, trends
+from app.files import atomic_write_bytes
+from app.reports import ReportError, Trends, check_folder, export_csv, trends
 
 DEFAULT_DAYS = 30
 HISTOGRAM_BINS = np.linspace(0.0, 1.0, 21)
 # Okabe-Ito: told apart by colour-blind viewers too; for classes without a colour of their own.
 FALLBACK_COLOURS = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
+CAPTION_PX = 48  # the band above the charts in a saved PNG that names stations and dates
+# The defect-rate axis runs from 0 (a rate read as a height) to a little above the worst day: a fixed
+# 0-100 % would flatten the usual 1-5 % into a line on the floor. Capped just above 100 % so a 100 % point shows whole.
+RATE_HEADROOM, RATE_TOP_MIN, RATE_TOP_MAX = 1.15, 1.0, 105.0
 
 
 class DayAxis(pg.AxisItem):
@@ -102,6 +108,7 @@ class ReportsWidget(QWidget):
         self.hist_plot.setLabel("bottom", "score")
         self.hist_plot.setLabel("left", "detections")
         for plot in (self.rate_plot, self.defects_plot, self.hist_plot):
+            plot.setLimits(yMin=0)  # rates and counts: nothing below 0 to pan or zoom to
             plot.showGrid(x=True, y=True, alpha=0.25)
             plot.titleLabel.setText(plot.titleLabel.text, color="#333333")
             for side in ("left", "bottom"):
@@ -207,6 +214,8 @@ class ReportsWidget(QWidget):
             plot.enableAutoRange()
         if len(days):  # half a day either side, so the first and last date labels fit
             self.rate_plot.setXRange(days[0] - 0.5, days[-1] + 0.5, padding=0)
+        peak = 100.0 * max(data.defect_rate, default=0.0)
+        self.rate_plot.setYRange(0.0, min(RATE_TOP_MAX, max(RATE_TOP_MIN, peak * RATE_HEADROOM)), padding=0)
 
     # -- export --------------------------------------------------------------------------
 
@@ -222,16 +231,44 @@ class ReportsWidget(QWidget):
         self.status.setText(f"Wrote {n} {what} for {first} to {last} to {path} in {time.perf_counter() - t0:.2f} s.")
         return n
 
+    def caption(self) -> str:
+        """What a saved PNG says it shows: the stations and the date range."""
+        first, last = self.date_range()
+        stations = ", ".join(self.data.stations) if self.data and self.data.stations else "no inspections"
+        return f"{stations} · {first} – {last}"
+
     def save_png(self, path: str | Path) -> Path:
-        """All three charts as one PNG (rendered from the scene, so it works hidden and offscreen too)."""
+        """All three charts as one PNG under a caption naming the stations and dates.
+
+        Rendered from the scene, so it works hidden and offscreen too; written atomically.
+        """
         path = Path(path)
+        check_folder(path)
         if self.charts.width() < 200 or self.charts.height() < 200:  # never laid out: give the scene a size
             self.charts.resize(max(self.charts.width(), 1000), max(self.charts.height(), 900))
         exporter = pg.exporters.ImageExporter(self.charts.scene())
         exporter.parameters()["width"] = max(1200, self.charts.width())
-        exporter.export(str(path))
-        if not path.is_file() or path.stat().st_size == 0:
-            raise ReportError(f"could not write {path}")
+        charts = exporter.export(toBytes=True)
+        image = QImage(charts.width(), charts.height() + CAPTION_PX, QImage.Format.Format_RGB32)
+        image.fill(QColor("white"))
+        painter = QPainter(image)
+        font = QFont()
+        font.setPixelSize(CAPTION_PX // 2)
+        painter.setFont(font)
+        painter.setPen(QColor("#222222"))
+        band = QRect(16, 0, image.width() - 32, CAPTION_PX)
+        text = QFontMetrics(font).elidedText(self.caption(), Qt.TextElideMode.ElideMiddle, band.width())
+        painter.drawText(band, int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), text)
+        painter.drawImage(0, CAPTION_PX, charts)
+        painter.end()
+        buffer = QBuffer()
+        buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+        if not image.save(buffer, "PNG"):
+            raise ReportError(f"could not render the charts for {path}")
+        try:
+            atomic_write_bytes(path, bytes(buffer.data()))
+        except OSError as exc:
+            raise ReportError(f"cannot write {path}: {exc.strerror or exc}") from exc
         return path
 
     def _export_dialog(self, per_inspection: bool) -> None:
@@ -254,6 +291,6 @@ class ReportsWidget(QWidget):
             return
         try:
             self.save_png(path)
-        except (ReportError, OSError) as exc:
+        except ReportError as exc:
             QMessageBox.warning(self, "Save charts", str(exc))
 
