@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from app.audit import open_read_only, verify
-from app.settings import load_settings
+from app.settings import load_settings_for_command
 
 SHOWN_PROBLEMS = 20
 
@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     db = args.db
     if db is None:
-        settings, _ = load_settings(args.config)
+        settings = load_settings_for_command(args.config)
         db = settings.db_path
     try:
         conn = open_read_only(db)

@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from app.reports import ReportError, export_csv, parse_date, resolve_tz
-from app.settings import load_settings
+from app.settings import load_settings_for_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,9 +55,7 @@ def _day(text: str, tz) -> date:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings, warnings = load_settings(args.config)
-    for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
+    settings = load_settings_for_command(args.config)
     db = args.db or settings.db_path
     shifts = () if args.no_shifts else settings.shifts
     try:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from app.inspection import Inspector
 from app.roi import Roi
-from app.settings import load_settings
+from app.settings import load_settings_for_command
 from app.sources import SourceError, open_source
 from app.store import InspectionStore, StoreError
 
@@ -60,9 +60,7 @@ def _roi(text: str) -> Roi:
 def run(args: argparse.Namespace) -> int:
     from detector import Detector  # here: `python -m app --help` must not load a model
 
-    settings, warnings = load_settings(args.config)
-    for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
+    settings = load_settings_for_command(args.config)
     if args.every < 1:
         print("error: --every must be >= 1", file=sys.stderr)
         return 2
@@ -115,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
                     continue
                 try:
                     result = inspector.inspect(frame, roi=roi, threshold=threshold, source=label,
-                                               operator=args.operator, part_id=args.part_id)
+                                               operator=args.operator, part_id=args.part_id,
+                                               frame_warnings=tuple(getattr(source, "frame_warnings", ())) or None)
                 except Exception as exc:  # one picture that cannot be judged must not stop the run
                     not_inspected += 1
                     reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
@@ -125,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
                     print(f"error: {result.error}", file=sys.stderr)
                     log_failed = True
                     break
-                for w in (*getattr(source, "frame_warnings", ()), *result.warnings):
+                for w in result.warnings:
                     print(f"{label}: warning: {w}", file=sys.stderr)
                 verdicts[result.verdict.verdict] += 1
                 for i in result.verdict.failing:

@@ -7,6 +7,7 @@ judged and logged the same way whichever started it.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +17,7 @@ from app.roi import Roi, crop, to_frame
 from app.store import InspectionRecord, InspectionStore, StoreError
 from app.verdict import FAIL, Verdict, VerdictRule, judge
 from detector import Detection, Detector
+from detector.images import range_warning
 
 # The detector runs at this floor and every detection above it is logged, so the
 # threshold slider can show weaker ones again without re-running the model and
@@ -68,9 +70,13 @@ class Inspector:
         return dets, used, ms
 
     def inspect(self, frame: np.ndarray, *, roi: Roi | None, threshold: float, source: str = "",
-                operator: str = "", part_id: str = "", log: bool = True) -> InspectionResult:
+                operator: str = "", part_id: str = "", log: bool = True,
+                frame_warnings: Sequence[str] | None = None) -> InspectionResult:
         """Inspect one frame; logs it when a store is set and `log` is true.
 
+        `frame_warnings`: what the source found doubtful about the frame (e.g.
+        a 12-bit frame read as 16-bit, nearly black); shown and logged with the
+        result. None: checked here (a frame using under 1/16 of its range).
         Raises ValueError for a frame the detector cannot take or a region
         outside the frame (nothing is logged then). A failing log write does not
         raise: the result carries the error so the operator sees it.
@@ -79,6 +85,10 @@ class Inspector:
         dets, used, ms = self.detect_region(frame, roi)
         verdict = judge(dets, threshold, self.rule)
         result = InspectionResult(frame, used, dets, threshold, verdict, ms, source=source, part_id=part_id)
+        if frame_warnings is None:
+            warning = range_warning(frame)
+            frame_warnings = (warning,) if warning else ()
+        result.warnings.extend(frame_warnings)
         if log and self.store is not None:
             self._log(result, operator)
         return result
@@ -98,7 +108,7 @@ class Inspector:
             model_id=self.detector.model_id, model_version=meta.created or "unknown",
             threshold=result.threshold, rule_json=self.rule.to_json(), verdict=result.verdict.verdict,
             detections=result.detections, shown=result.verdict.shown, failing=result.verdict.failing,
-            operator=operator, part_id=result.part_id, inference_ms=result.inference_ms,
+            operator=operator, part_id=result.part_id, inference_ms=result.inference_ms, notes=tuple(result.warnings),
         )
         try:
             if self.keep_pictures == "all" or result.verdict.verdict == FAIL:
@@ -109,4 +119,4 @@ class Inspector:
             result.error = str(exc)
             return
         result.inspection_id = stored.id
-        result.warnings.extend(stored.warnings)
+        result.warnings.extend(stored.warnings[len(rec.notes):])  # the store's own (pictures not saved)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,17 +27,13 @@ class Roi:
         parts = [p.strip() for p in str(text).split(",")]
         if len(parts) != 4:
             raise ValueError(f"inspection region must be 'x,y,w,h', got {text!r}")
-        try:
-            x, y, w, h = (int(round(float(p))) for p in parts)
-        except ValueError:
-            raise ValueError(f"inspection region must be four numbers 'x,y,w,h', got {text!r}") from None
-        return cls(x, y, w, h)
+        return cls(*(_pixel(p, text) for p in parts))
 
     @classmethod
     def from_list(cls, values) -> Roi:
         if not isinstance(values, (list, tuple)) or len(values) != 4:
             raise ValueError(f"inspection region must be [x, y, w, h], got {values!r}")
-        return cls(*(int(round(float(v))) for v in values))
+        return cls(*(_pixel(v, values) for v in values))
 
     def to_list(self) -> list[int]:
         return [self.x, self.y, self.w, self.h]
@@ -51,6 +48,20 @@ class Roi:
         if x2 - x1 < 2 or y2 - y1 < 2:
             return None
         return Roi(x1, y1, x2 - x1, y2 - y1)
+
+
+MAX_PIXEL = 1 << 20  # no camera frame is a million pixels wide: larger numbers are typing errors
+
+
+def _pixel(value, whole) -> int:
+    """One coordinate as whole pixels; infinite, NaN, huge or non-numbers are refused (ValueError)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"inspection region must be four numbers x, y, w, h; got {whole!r}") from None
+    if not math.isfinite(number) or abs(number) > MAX_PIXEL:
+        raise ValueError(f"inspection region numbers must be finite pixel coordinates, got {value!r}")
+    return int(round(number))
 
 
 def crop(frame: np.ndarray, roi: Roi | None) -> tuple[np.ndarray, Roi]:

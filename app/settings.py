@@ -316,6 +316,16 @@ def load_settings(path: str | Path | None = None) -> tuple[StationSettings, list
     return settings, [f"{path}: {w}" for w in warnings]
 
 
+def load_settings_for_command(path: str | Path | None = None) -> StationSettings:
+    """Settings for a command-line tool: like `load_settings`, its warnings printed to stderr."""
+    import sys
+
+    settings, warnings = load_settings(path)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return settings
+
+
 def save_settings(settings: StationSettings, path: str | Path | None = None) -> Path:
     """Write atomically (temp file + rename): a crash never leaves half a settings file."""
     path = Path(path) if path is not None else default_config_path()

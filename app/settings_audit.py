@@ -17,8 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from app.store import InspectionStore
 from app.audit import audit
+from app.store import InspectionStore
 
 FILE_RECORD = "settings.file"  # the station wrote (or took note of) this file content
 CHANGED_OUTSIDE = "settings.changed_outside"  # someone else changed it: old -> new per field

@@ -265,6 +265,7 @@ class InspectionRecord:
     operator: str = ""
     part_id: str = ""
     inference_ms: float | None = None
+    notes: Sequence[str] = ()  # what was doubtful about the frame (e.g. nearly black), kept on the row
     created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     uid: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -472,7 +473,7 @@ class InspectionStore:
         """
         from app.audit import GENESIS, INSPECTION_FIELDS, inspection_hash
 
-        warnings: list[str] = []
+        warnings: list[str] = list(rec.notes)
         if self.query("SELECT 1 FROM inspections WHERE uid = ?", (rec.uid,)):
             # Its pictures would overwrite those of the logged one (and be removed when the insert fails).
             raise StoreError(f"inspection {rec.uid} is logged already in {self.db_path}")

@@ -15,7 +15,7 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 from app.review import GalleryFilter
-from app.settings import load_settings
+from app.settings import load_settings_for_command
 from app.store import InspectionStore, StoreError
 from app.training_export import export_reviewed
 
@@ -37,7 +37,7 @@ def _local_midnight(d: date) -> datetime:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings, _ = load_settings(args.config)
+    settings = load_settings_for_command(args.config)
     db = args.db or settings.db_path
     if not Path(db).is_file():
         print(f"error: no inspection database at {db}", file=sys.stderr)

@@ -20,7 +20,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from app.settings import load_settings
+from app.settings import load_settings_for_command
 from app.store import InspectionStore, StoreError, iso_utc
 from app.users import ROLES, SETUP_USER, PermissionDenied, User, UserDirectory
 
@@ -51,7 +51,7 @@ def _pin_reader(from_stdin: bool):
 
 
 def run(args: argparse.Namespace) -> int:
-    settings, _ = load_settings(args.config)
+    settings = load_settings_for_command(args.config)
     try:
         store = InspectionStore(args.db or settings.db_path)
     except StoreError as exc:

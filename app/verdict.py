@@ -45,7 +45,10 @@ class VerdictRule:
     def __post_init__(self) -> None:
         if self.unit not in ("px", "mm"):
             raise ValueError(f"rule unit must be 'px' or 'mm', got {self.unit!r}")
-        if self.unit == "mm" and not (self.px_per_mm and self.px_per_mm > 0 and math.isfinite(self.px_per_mm)):
+        # A calibration, when given, must be usable whatever the unit: switching to mm must not judge with garbage.
+        if self.px_per_mm is not None and not (math.isfinite(self.px_per_mm) and 0 < self.px_per_mm <= 1e6):
+            raise ValueError(f"px_per_mm must be a finite number > 0, got {self.px_per_mm}")
+        if self.unit == "mm" and self.px_per_mm is None:
             raise ValueError("a rule in mm needs a px/mm calibration > 0 (px_per_mm)")
 
     def for_class(self, label: str) -> ClassRule:
@@ -86,7 +89,7 @@ class VerdictRule:
                 px_per_mm=float(px_per_mm) if px_per_mm is not None else None,
                 default=ClassRule(float(default.get("min_score", 0.0)), float(default.get("min_size", 0.0))),
             )
-        except (AttributeError, TypeError) as exc:
+        except (AttributeError, TypeError, OverflowError) as exc:
             raise ValueError(f"rule is malformed: {exc}") from exc
 
     def describe(self) -> str:

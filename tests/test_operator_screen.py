@@ -20,7 +20,6 @@ from window_fixtures import WAIT_MS, has_colour, inspect_and_wait, wait_for_fram
 from app.overlay import contrast_ratio
 from app.roi import Roi
 from app.settings import load_settings
-from app.sources import CaptureSource
 from app.store import InspectionStore
 from app.ui.station_window import NOT_INSPECTED
 from app.users import SETUP_USER, UserDirectory
@@ -212,7 +211,7 @@ def test_continuous_mode_steps_through_a_picture_folder_and_stops_at_its_end(qtb
 
 def test_a_camera_that_never_opened_says_so(qtbot, make_window):
     window = make_window()
-    window.use_source(CaptureSource(5))
+    window.open_source("5")  # File ▸ Camera or stream… → 5
     qtbot.waitUntil(lambda: "camera 5" in window.view.banner(), timeout=WAIT_MS)
     assert "cannot open camera 5" in window.view.banner().lower()
     assert "disconnected" not in window.view.banner().lower()

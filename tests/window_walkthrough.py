@@ -3,8 +3,9 @@
     python tests/window_walkthrough.py --config F --data-dir D --source DIR
 
 Starts the station exactly as `python -m app` does (same argument parser, same
-start-up and shut-down code), inspects once, opens every tab, opens and closes
-a file dialog, then chooses File ▸ Quit. The process's exit code is the
+start-up and shut-down code), inspects once, opens every tab (a gallery picture,
+the report charts saved as PNG), opens and closes a file dialog, switches on
+continuous mode and chooses File ▸ Quit while an inspection is in flight. The process's exit code is the
 station's; a crash at interpreter exit shows as a non-zero code.
 """
 
@@ -57,18 +58,32 @@ def main() -> int:
             if state["tab"] < w.tabs.count():
                 w.tabs.setCurrentIndex(state["tab"])
                 state["tab"] += 1
+                if w.gallery is not None and w.gallery.thumbs.count() and w.gallery.thumbs.currentRow() < 0:
+                    w.gallery.thumbs.setCurrentRow(0)  # the detail view with the full-size frame
+                if w.reports is not None and not state.get("charts"):
+                    w.reports.refresh()
+                    w.reports.save_png(Path(args.data_dir or ".") / "charts.png")
+                    state["charts"] = True
             else:
                 w.tabs.setCurrentIndex(0)
                 dialog = QFileDialog(w, "Open pictures")
                 dialog.setOption(QFileDialog.Option.DontUseNativeDialog)
                 dialog.show()
                 QTimer.singleShot(200, dialog.reject)
-                state["step"] = "quit"
+                state["step"] = "continuous"
                 state["quit_at"] = state["ticks"] + 10
-        elif step == "quit" and state["ticks"] >= state["quit_at"]:
-            quit_action = next(a for a in w.menuBar().actions()[0].menu().actions() if a.text() == "&Quit")
-            state["step"] = "done"
-            quit_action.trigger()
+        elif step == "continuous" and state["ticks"] >= state["quit_at"]:
+            w.continuous_check.setChecked(True)  # goes on to the next picture (this one was inspected)
+            state["step"], state["quit_by"] = "quit", state["ticks"] + 100
+        elif step == "quit":
+            w._poll()  # continuous mode submits the new picture at once: an inspection is in flight
+            if w.runner.busy:
+                state["step"] = "done"
+                quit_action = next(a for a in w.menuBar().actions()[0].menu().actions() if a.text() == "&Quit")
+                quit_action.trigger()  # quit while the inspection runs
+            elif state["ticks"] > state["quit_by"]:
+                print("walkthrough: continuous mode started no inspection", file=sys.stderr)
+                app.exit(4)
 
     timer = QTimer()
     timer.timeout.connect(tick)

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 from app.inspection import DETECTION_FLOOR
 from app.settings import KEEP_PICTURES, StationSettings
 from app.verdict import ClassRule, VerdictRule
+from detector.images import BIT_DEPTHS
 
 KEEP_PICTURE_LABELS = {"all": "of every inspection", "fail": "of FAIL inspections only"}
 
@@ -86,6 +87,20 @@ class SettingsDialog(QDialog):
         self.pin_length_spin.setRange(4, 64)
         self.pin_length_spin.setValue(settings.min_pin_length)
 
+        self.bit_depth_combo = QComboBox()
+        for bits in BIT_DEPTHS:
+            self.bit_depth_combo.addItem(f"{bits} bit" + (" (as the file says, else full 16-bit range)" if bits == 16 else ""),
+                                         bits)
+        self.bit_depth_combo.setCurrentIndex(max(0, self.bit_depth_combo.findData(settings.bit_depth)))
+        self.bit_depth_combo.setToolTip("Significant bits of 16-bit camera frames: a 12-bit camera's frames in 16-bit "
+                                        "files hold 0..4095 and need 12, or they look black and pass every part.")
+        self.megapixels_spin = QDoubleSpinBox()
+        self.megapixels_spin.setRange(1.0, 1000.0)
+        self.megapixels_spin.setDecimals(0)
+        self.megapixels_spin.setSuffix(" MP")
+        self.megapixels_spin.setValue(settings.max_megapixels)
+        self.megapixels_spin.setToolTip("Pictures whose header declares more pixels are refused before decoding.")
+
         rule = settings.rule
         self.unit_combo = QComboBox()
         self.unit_combo.addItems(["px", "mm"])
@@ -122,6 +137,8 @@ class SettingsDialog(QDialog):
         form.addRow("Station name", self.station_edit)
         form.addRow("Camera / source", self.source_edit)
         form.addRow("Reconnect every", self.reconnect_spin)
+        form.addRow("Camera bit depth", self.bit_depth_combo)
+        form.addRow("Largest picture", self.megapixels_spin)
         form.addRow("Model file", self._with_browse(self.model_edit, self._browse_model))
         form.addRow("Keep pictures", self.keep_combo)
         form.addRow("Keep free on disk", self.reserve_spin)
@@ -196,6 +213,8 @@ class SettingsDialog(QDialog):
             keep_pictures=self.keep_combo.currentData(),
             min_free_mb=self.reserve_spin.value(),
             idle_lock_minutes=self.idle_spin.value(),
+            bit_depth=self.bit_depth_combo.currentData(),
+            max_megapixels=self.megapixels_spin.value(),
             min_pin_length=self.pin_length_spin.value(),
             threshold=None if self.threshold_default_check.isChecked() else round(self.threshold_spin.value(), 2),
             rule=rule,

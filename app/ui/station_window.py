@@ -51,7 +51,7 @@ from app.review import record_setting_change
 from app.roi import Roi
 from app.settings import StationSettings, save_settings
 from app.settings_audit import check_outside_changes, record_written
-from app.sources import RECONNECTING, FrameSource, ImageFilesSource, LiveFeed, SourceError, open_source
+from app.sources import FAILED, NOT_FOUND, RECONNECTING, FrameSource, ImageFilesSource, LiveFeed, SourceError, open_source
 from app.store import InspectionStore, StoreError
 from app.users import SETUP_USER, User, UserDirectory
 from detector import Detector
@@ -545,7 +545,8 @@ class StationWindow(QMainWindow):
     def open_source(self, spec: str, remember: bool = True) -> bool:
         """Switch to another source; on failure keep the current one and say why."""
         try:
-            source: FrameSource = open_source(spec, loop_video=True)
+            source: FrameSource = open_source(spec, loop_video=True, max_megapixels=self.settings.max_megapixels,
+                                              bit_depth=self.settings.bit_depth)
         except SourceError as exc:
             self._probing_camera = False
             self.statusBar().showMessage(f"Cannot open {spec}: {exc}", 10000)
@@ -617,7 +618,7 @@ class StationWindow(QMainWindow):
         if feed is None:
             return
         state = feed.state
-        if state == RECONNECTING and self._probing_camera:
+        if state in (RECONNECTING, NOT_FOUND) and self._probing_camera:
             self._probing_camera = False
             feed.stop(timeout=0.2)
             self.feed = None
@@ -630,12 +631,24 @@ class StationWindow(QMainWindow):
             what = "Camera disconnected — reconnecting" if feed.source.live else "Source unavailable — retrying"
             self.view.set_banner(f"{what}…  ({feed.error})")
             self.source_label.setText("⚠ reconnecting")
+        elif state == NOT_FOUND:  # never opened: not a lost camera, a wrong one (or not plugged in yet)
+            self.view.set_banner(f"{feed.error[:1].upper()}{feed.error[1:]} — retrying every {self.settings.reconnect_seconds:g} s")
+            self.view.set_message("")
+            self.source_label.setText(f"⚠ {feed.error}")
+        elif state == FAILED:  # e.g. a corrupt picture file: said once, nothing to retry
+            self.view.set_banner(f"Cannot show {feed.source.name}: {feed.error}")
+            self.view.set_message("")
+            self.source_label.setText("⚠ no picture")
         else:
             if self.view.banner() and self.user is not None:
                 self.view.set_banner("")
             self._probing_camera = self._probing_camera and state != "live"
             if pictures is not None and pictures.current_file is not None:
-                self.source_label.setText(f"picture {pictures.index + 1}/{len(pictures.files)}: {pictures.current_file.name}")
+                skipped = feed.skipped_files
+                self.source_label.setText(
+                    f"picture {pictures.index + 1}/{len(pictures.files)}: {pictures.current_file.name}"
+                    + (f"  ·  ⚠ {len(skipped)} unreadable: {'; '.join(skipped[:3])}{' …' if len(skipped) > 3 else ''}"
+                       if skipped else ""))
             else:
                 self.source_label.setText(f"{feed.source.name} ({state})")
         fps = feed.fps() if pictures is None else 0.0  # a folder has no frame rate
@@ -648,8 +661,14 @@ class StationWindow(QMainWindow):
             self.view.set_message("")
             self.view.set_image(as_bgr(latest.frame), (latest.frame.shape[1], latest.frame.shape[0]))
             self.view.set_roi(self.settings.roi)
+            if latest.warnings:
+                self.statusBar().showMessage("⚠ " + "; ".join(latest.warnings), 15000)
         if self.continuous_check.isChecked() and not self.runner.busy and latest.seq != self._submitted_seq:
-            self._submit(latest.frame, latest.seq, latest.label)
+            if latest.wrapped:  # round the end of the folder: every picture has had its turn
+                self.continuous_check.setChecked(False)
+                self.statusBar().showMessage("Continuous mode stopped: the folder went round to its first picture.", 15000)
+                return
+            self._submit(latest.frame, latest.seq, latest.label, latest.warnings)
 
     # -- inspecting ---------------------------------------------------------------
 
@@ -669,7 +688,7 @@ class StationWindow(QMainWindow):
             self.statusBar().showMessage("No picture to inspect yet: open a camera, video or pictures (File menu).", 8000)
             return
         self._click_time = time.perf_counter()
-        if not self._submit(latest.frame, latest.seq, latest.label):
+        if not self._submit(latest.frame, latest.seq, latest.label, latest.warnings):
             self.statusBar().showMessage("Still inspecting the previous frame…", 2000)
 
     def _operator(self) -> str:
@@ -680,12 +699,13 @@ class StationWindow(QMainWindow):
             return self.operator_edit.text().strip()
         return self.user.name
 
-    def _submit(self, frame: np.ndarray, seq: int, label: str) -> bool:
+    def _submit(self, frame: np.ndarray, seq: int, label: str, warnings: tuple[str, ...] = ()) -> bool:
         if self.inspector is None or self.user is None:
             return False
         ok = self.runner.submit(
             self.inspector, frame, self._context, roi=self.settings.roi, threshold=self.decision_threshold,
             source=label, operator=self._operator(), part_id=self.part_edit.text().strip(),
+            frame_warnings=warnings or None,
         )
         if ok:
             self._submitted_seq = seq
@@ -784,6 +804,10 @@ class StationWindow(QMainWindow):
             self.detections_list.addItem(item)
         if not shown:
             self.detections_list.addItem("no defects shown at this display filter")
+        for warning in r.warnings:  # e.g. a nearly black frame: the verdict may not mean much
+            item = QListWidgetItem(f"⚠ {warning}")
+            item.setForeground(QColor(LIST_FAIL_TEXT))
+            self.detections_list.addItem(item)
 
     def _swatch(self, label: str) -> QIcon:
         pm = QPixmap(14, 14)
@@ -817,6 +841,16 @@ class StationWindow(QMainWindow):
 
     def _on_continuous_toggled(self, on: bool) -> None:
         self._update_settings(continuous=on)
+        pictures, latest = self._pictures(), self.feed.latest() if self.feed is not None else None
+        if on and pictures is not None and latest is not None and latest.seq == self._submitted_seq:
+            # The picture on screen was inspected already: continuous mode goes on with the next one.
+            if pictures.index + 1 < len(pictures.files):
+                self._invalidate()
+                self.feed.step(1)
+            else:
+                self.continuous_check.setChecked(False)
+                self.statusBar().showMessage("Continuous mode: this is the last picture of the folder and it is "
+                                             "inspected already.", 10000)
 
     # -- thresholds: the rule's (admin) and the display filter (anyone) -------------------
 
