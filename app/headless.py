@@ -51,10 +51,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _roi(text: str) -> Roi:
+    """argparse type of --roi: the region's own message on a bad value (argparse hides a ValueError's)."""
     try:
         return Roi.parse(text)
-    except OverflowError:  # "inf" rounds to no integer
-        raise argparse.ArgumentTypeError(f"inspection region must be four finite numbers 'x,y,w,h', got {text!r}") from None
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
