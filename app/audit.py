@@ -39,6 +39,12 @@ INSPECTION_FIELDS = ("id", "uid", "created_at", "station", "operator", "part_id"
                      "n_detections", "max_score", "inference_ms", "image_path", "annotated_path", "note",
                      "image_sha256", "annotated_sha256", "prev_hash")
 DETECTION_FIELDS = ("id", "label", "score", "x1", "y1", "x2", "y2", "shown", "fails")
+# hash_version 2 (schema v4 on): also what triggered it, the recipe, and each region's own verdict.
+INSPECTION_FIELDS_V2 = (*INSPECTION_FIELDS[:-1], "trigger", "job_id", "recipe", "recipe_version", "hash_version",
+                        "prev_hash")
+DETECTION_FIELDS_V2 = (*DETECTION_FIELDS, "region")
+REGION_FIELDS = ("id", "name", "x", "y", "w", "h", "threshold", "rule_json", "verdict")
+HASH_VERSION = 2
 _COLUMNS = ", ".join(FIELDS) + ", hash"
 # Actions the trail records about the log itself, worth a line in every verify report.
 NOTICE_ACTIONS = ("db.guards_restored", "store.orphans_removed")
@@ -56,7 +62,13 @@ def record_hash(row: Mapping[str, Any]) -> str:
 
 
 def inspection_hash(row: Mapping[str, Any]) -> str:
-    """SHA-256 of one inspection's canonical content: its fields and its detections (row["detections"], in id order)."""
+    """SHA-256 of one inspection's canonical content: its fields and its detections (row["detections"], in id order);
+    from hash_version 2 on also its regions (row["regions"], in id order)."""
+    if row.get("hash_version", 1) >= 2:
+        content = {k: row[k] for k in INSPECTION_FIELDS_V2}
+        content["detections"] = [[d[k] for k in DETECTION_FIELDS_V2] for d in row["detections"]]
+        content["regions"] = [[r[k] for k in REGION_FIELDS] for r in row["regions"]]
+        return _digest(content)
     content = {k: row[k] for k in INSPECTION_FIELDS}
     content["detections"] = [[d[k] for k in DETECTION_FIELDS] for d in row["detections"]]
     return _digest(content)
@@ -98,18 +110,33 @@ def _audit_rows(conn: sqlite3.Connection) -> Iterator[dict]:
         yield dict(zip((*FIELDS, "hash"), r))
 
 
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+
+
 def _inspection_rows(conn: sqlite3.Connection) -> Iterator[dict]:
-    """Inspections in id order, each with its detections (two ordered cursors, merged: one pass over each table)."""
-    names = (*INSPECTION_FIELDS, "hash")
-    dets = conn.execute(f"SELECT inspection_id, {', '.join(DETECTION_FIELDS)} FROM detections ORDER BY inspection_id, id")
-    pending = next(dets, None)
+    """Inspections in id order, each with its detections and regions (ordered cursors, merged: one pass over each table).
+
+    Works on logs of any schema version (verify opens a log read-only, never migrating it).
+    """
+    v4 = "hash_version" in _columns(conn, "inspections")
+    names = (*(INSPECTION_FIELDS_V2 if v4 else INSPECTION_FIELDS), "hash")
+    det_fields = DETECTION_FIELDS_V2 if v4 else DETECTION_FIELDS
+    dets = conn.execute(f"SELECT inspection_id, {', '.join(det_fields)} FROM detections ORDER BY inspection_id, id")
+    regions = (conn.cursor().execute(f"SELECT inspection_id, {', '.join(REGION_FIELDS)} FROM inspection_regions"
+                                     " ORDER BY inspection_id, id") if v4 else iter(()))
+    pending, pending_region = next(dets, None), next(regions, None)
     for r in conn.cursor().execute(f"SELECT {', '.join(names)} FROM inspections ORDER BY id"):
         row = dict(zip(names, r))
-        row["detections"] = []
+        row["detections"], row["regions"] = [], []
         while pending is not None and pending[0] <= row["id"]:
             if pending[0] == row["id"]:
-                row["detections"].append(dict(zip(DETECTION_FIELDS, pending[1:])))
+                row["detections"].append(dict(zip(det_fields, pending[1:])))
             pending = next(dets, None)
+        while pending_region is not None and pending_region[0] <= row["id"]:
+            if pending_region[0] == row["id"]:
+                row["regions"].append(dict(zip(REGION_FIELDS, pending_region[1:])))
+            pending_region = next(regions, None)
         yield row
 
 

@@ -225,6 +225,60 @@ def _migrate_v3(conn: sqlite3.Connection) -> None:
 
 # v3 is Python: the existing rows are hashed between its schema change and its guards.
 MIGRATIONS.append(_migrate_v3)
+
+# v4: product recipes with several inspection regions, what triggered each inspection, and
+# where each result output has got to. Rows logged before keep hash_version 1 (app.audit).
+_V4_SCHEMA = """
+ALTER TABLE inspections ADD COLUMN trigger TEXT NOT NULL DEFAULT 'operator';  -- operator, continuous or line
+ALTER TABLE inspections ADD COLUMN job_id TEXT NOT NULL DEFAULT '';           -- the id the trigger carried (e.g. a PLC's)
+ALTER TABLE inspections ADD COLUMN recipe TEXT NOT NULL DEFAULT '';           -- recipe name and version it was judged by
+ALTER TABLE inspections ADD COLUMN recipe_version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE inspections ADD COLUMN hash_version INTEGER NOT NULL DEFAULT 1;   -- which fields the row's hash covers
+ALTER TABLE detections ADD COLUMN region TEXT;                               -- the region it was found in (NULL before v4)
+CREATE TABLE inspection_regions (            -- each region's own verdict; the part fails if any region does
+    id INTEGER PRIMARY KEY,
+    inspection_id INTEGER NOT NULL REFERENCES inspections (id),
+    name TEXT NOT NULL,
+    x INTEGER NOT NULL, y INTEGER NOT NULL, w INTEGER NOT NULL, h INTEGER NOT NULL,  -- as used, clipped to the frame
+    threshold REAL NOT NULL,
+    rule_json TEXT NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('PASS', 'FAIL'))
+);
+CREATE INDEX ix_inspection_regions_inspection ON inspection_regions (inspection_id);
+CREATE INDEX ix_inspections_recipe ON inspections (recipe, created_at);
+CREATE TABLE recipes (                       -- every saved version of every recipe, append-only
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL COLLATE NOCASE,
+    version INTEGER NOT NULL,
+    external_id TEXT NOT NULL,               -- what the line calls it (PLC recipe id)
+    definition TEXT NOT NULL,                -- JSON: model, regions, rule, threshold
+    deleted INTEGER NOT NULL DEFAULT 0,      -- 1: this version marks the recipe deleted
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    audit_id INTEGER NOT NULL REFERENCES audit (id),
+    UNIQUE (name, version)
+);
+CREATE TABLE output_cursors (                -- per result output: every inspection up to this id is delivered
+    sink TEXT PRIMARY KEY,
+    delivered_id INTEGER NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TRIGGER inspection_regions_no_update BEFORE UPDATE ON inspection_regions
+    BEGIN SELECT RAISE(ABORT, 'inspections are immutable once logged'); END;
+CREATE TRIGGER inspection_regions_no_delete BEFORE DELETE ON inspection_regions
+    BEGIN SELECT RAISE(ABORT, 'inspections are immutable once logged'); END;
+CREATE TRIGGER inspection_regions_no_replace BEFORE INSERT ON inspection_regions
+    WHEN EXISTS (SELECT 1 FROM inspection_regions WHERE id = NEW.id)
+    BEGIN SELECT RAISE(ABORT, 'inspections are immutable once logged: a region row with this id exists (REPLACE refused)'); END;
+CREATE TRIGGER recipes_no_update BEFORE UPDATE ON recipes
+    BEGIN SELECT RAISE(ABORT, 'recipe versions are append-only: save a new version'); END;
+CREATE TRIGGER recipes_no_delete BEFORE DELETE ON recipes
+    BEGIN SELECT RAISE(ABORT, 'recipe versions are append-only: deleting a recipe saves a deleted version'); END;
+CREATE TRIGGER recipes_no_replace BEFORE INSERT ON recipes
+    WHEN EXISTS (SELECT 1 FROM recipes WHERE id = NEW.id)
+    BEGIN SELECT RAISE(ABORT, 'recipe versions are append-only: one with this id exists (REPLACE refused)'); END;
+"""
+MIGRATIONS.append(_V4_SCHEMA)
 SCHEMA_VERSION = len(MIGRATIONS)
 # Pictures without a logged inspection are removed once they are this old (a younger one
 # may belong to an inspection another process is committing right now).
@@ -236,7 +290,7 @@ _DAY_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}")
 def guard_triggers() -> dict[str, str]:
     """The triggers that protect the log, by name, as the migrations create them."""
     out: dict[str, str] = {}
-    for script in (MIGRATIONS[1], _V3_SCHEMA, _V3_GUARDS):
+    for script in (MIGRATIONS[1], _V3_SCHEMA, _V3_GUARDS, _V4_SCHEMA):
         for statement in _statements(script):
             words = statement.split()
             if words[:2] == ["CREATE", "TRIGGER"]:
@@ -246,9 +300,25 @@ def guard_triggers() -> dict[str, str]:
     return out
 
 
+@dataclass(frozen=True)
+class RegionRecord:
+    """One inspection region's own result, as logged."""
+
+    name: str
+    roi: Roi  # as used: clipped to the frame
+    threshold: float
+    rule_json: str
+    verdict: str
+
+
 @dataclass
 class InspectionRecord:
-    """Everything logged about one inspection (detections in frame pixels)."""
+    """Everything logged about one inspection (detections in frame pixels).
+
+    `regions`: each region's result; `detection_regions`: the region name of each
+    detection (same order as `detections`). Both empty for a whole-frame inspection
+    logged without recipes.
+    """
 
     station: str
     source: str
@@ -266,6 +336,12 @@ class InspectionRecord:
     part_id: str = ""
     inference_ms: float | None = None
     notes: Sequence[str] = ()  # what was doubtful about the frame (e.g. nearly black), kept on the row
+    trigger: str = "operator"  # what started it: operator, continuous or line
+    job_id: str = ""  # the id the trigger carried
+    recipe: str = ""
+    recipe_version: int = 0
+    regions: Sequence[RegionRecord] = ()
+    detection_regions: Sequence[str | None] = ()
     created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     uid: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -471,7 +547,7 @@ class InspectionStore:
         row and returned as warnings: the inspection itself is still logged.
         Raises StoreError only if the database write fails.
         """
-        from app.audit import GENESIS, INSPECTION_FIELDS, inspection_hash
+        from app.audit import GENESIS, HASH_VERSION, INSPECTION_FIELDS_V2, REGION_FIELDS, inspection_hash
 
         warnings: list[str] = list(rec.notes)
         if self.query("SELECT 1 FROM inspections WHERE uid = ?", (rec.uid,)):
@@ -494,7 +570,12 @@ class InspectionStore:
             "inference_ms": None if rec.inference_ms is None else float(rec.inference_ms),
             "image_path": self._relative(image_path), "annotated_path": self._relative(annotated_path),
             "note": "; ".join(warnings), "image_sha256": image_sha, "annotated_sha256": annotated_sha,
+            "trigger": str(rec.trigger), "job_id": str(rec.job_id), "recipe": str(rec.recipe),
+            "recipe_version": int(rec.recipe_version), "hash_version": HASH_VERSION,
         }
+        if rec.detection_regions and len(rec.detection_regions) != len(rec.detections):
+            raise ValueError("detection_regions must name one region per detection")
+        det_regions = list(rec.detection_regions) or [None] * len(rec.detections)
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
@@ -504,17 +585,28 @@ class InspectionStore:
                 first_det = int(self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM detections").fetchone()[0]) + 1
                 row["detections"] = [
                     {"id": first_det + i, "label": str(d.label), "score": float(d.score),
-                     **dict(zip(("x1", "y1", "x2", "y2"), map(float, d.box))), "shown": int(i in shown), "fails": int(i in failing)}
+                     **dict(zip(("x1", "y1", "x2", "y2"), map(float, d.box))), "shown": int(i in shown), "fails": int(i in failing),
+                     "region": None if det_regions[i] is None else str(det_regions[i])}
                     for i, d in enumerate(rec.detections)]
+                first_region = int(self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM inspection_regions").fetchone()[0]) + 1
+                row["regions"] = [
+                    {"id": first_region + i, "name": str(r.name), "x": int(r.roi.x), "y": int(r.roi.y), "w": int(r.roi.w),
+                     "h": int(r.roi.h), "threshold": float(r.threshold), "rule_json": str(r.rule_json), "verdict": str(r.verdict)}
+                    for i, r in enumerate(rec.regions)]
                 row["hash"] = inspection_hash(row)
-                columns = (*INSPECTION_FIELDS, "hash")
+                columns = (*INSPECTION_FIELDS_V2, "hash")
                 self._conn.execute(f"INSERT INTO inspections ({', '.join(columns)}) VALUES ({','.join('?' * len(columns))})",
                                    [row[k] for k in columns])
                 self._conn.executemany(
-                    "INSERT INTO detections (id, inspection_id, label, score, x1, y1, x2, y2, shown, fails)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    [(d["id"], row["id"], d["label"], d["score"], d["x1"], d["y1"], d["x2"], d["y2"], d["shown"], d["fails"])
-                     for d in row["detections"]],
+                    "INSERT INTO detections (id, inspection_id, label, score, x1, y1, x2, y2, shown, fails, region)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    [(d["id"], row["id"], d["label"], d["score"], d["x1"], d["y1"], d["x2"], d["y2"], d["shown"], d["fails"],
+                      d["region"]) for d in row["detections"]],
+                )
+                self._conn.executemany(
+                    f"INSERT INTO inspection_regions (inspection_id, {', '.join(REGION_FIELDS)})"
+                    f" VALUES (?, {','.join('?' * len(REGION_FIELDS))})",
+                    [(row["id"], *(r[k] for k in REGION_FIELDS)) for r in row["regions"]],
                 )
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -635,18 +727,89 @@ class InspectionStore:
             return int(self._conn.execute("SELECT COUNT(*) FROM inspections").fetchone()[0])
 
     def get(self, inspection_id: int) -> dict[str, Any] | None:
-        """One inspection as a dict, with its detections under "detections"."""
+        """One inspection as a dict, with its detections (best first) under "detections" and its regions under "regions"."""
         with self._lock:
             row = self._conn.execute("SELECT * FROM inspections WHERE id = ?", (inspection_id,)).fetchone()
             if row is None:
                 return None
             dets = self._conn.execute(
-                "SELECT id, label, score, x1, y1, x2, y2, shown, fails FROM detections WHERE inspection_id = ? ORDER BY score DESC",
-                (inspection_id,),
+                "SELECT id, label, score, x1, y1, x2, y2, shown, fails, region FROM detections WHERE inspection_id = ?"
+                " ORDER BY score DESC", (inspection_id,),
+            ).fetchall()
+            regions = self._conn.execute(
+                "SELECT name, x, y, w, h, threshold, rule_json, verdict FROM inspection_regions WHERE inspection_id = ?"
+                " ORDER BY id", (inspection_id,),
             ).fetchall()
         out = dict(row)
         out["detections"] = [dict(d) for d in dets]
+        out["regions"] = [dict(r) for r in regions]
         return out
+
+    # -- result outputs: the log itself is the outbox ------------------------------------------
+
+    def logged_after(self, after_id: int, limit: int = 100) -> list[dict[str, Any]]:
+        """Inspections with id > `after_id`, oldest first, each as `get()` gives it (at most `limit`).
+
+        Result outputs read the immutable log in id order instead of a copy of
+        it: an inspection is there only once it is durably committed, and the
+        inspection's uid is the receiver's idempotency key.
+        """
+        ids = [r[0] for r in self.query("SELECT id FROM inspections WHERE id > ? ORDER BY id LIMIT ?",
+                                        (int(after_id), int(limit)))]
+        return [row for row in (self.get(i) for i in ids) if row is not None]
+
+    def output_cursor(self, sink: str) -> int | None:
+        """The last inspection id delivered to `sink` (None: the sink was never set up here)."""
+        rows = self.query("SELECT delivered_id FROM output_cursors WHERE sink = ?", (sink,))
+        return int(rows[0][0]) if rows else None
+
+    def start_output(self, sink: str) -> int:
+        """Set up a new sink's cursor at the newest inspection (it gets what is logged from now on); returns it."""
+        with self.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO output_cursors (sink, delivered_id, updated_at)"
+                         " VALUES (?, (SELECT COALESCE(MAX(id), 0) FROM inspections), ?)",
+                         (sink, iso_utc(datetime.now(timezone.utc))))
+            return int(conn.execute("SELECT delivered_id FROM output_cursors WHERE sink = ?", (sink,)).fetchone()[0])
+
+    def mark_delivered(self, sink: str, delivered_id: int) -> None:
+        """Every inspection up to `delivered_id` has reached `sink` (the cursor never moves back)."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE output_cursors SET delivered_id = MAX(delivered_id, ?), updated_at = ? WHERE sink = ?",
+                         (int(delivered_id), iso_utc(datetime.now(timezone.utc)), sink))
+
+    def output_backlog(self, sink: str) -> tuple[int, str | None]:
+        """(inspections not yet delivered to `sink`, created_at of the oldest of them or None)."""
+        cursor = self.output_cursor(sink)
+        if cursor is None:
+            return 0, None
+        row = self.query("SELECT COUNT(*), MIN(created_at) FROM inspections WHERE id > ?", (cursor,))[0]
+        return int(row[0]), row[1]
+
+    # -- recipes: every version kept ------------------------------------------------------------
+
+    def recipe_versions(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Saved recipe versions (all, or one recipe's), oldest first."""
+        if name is None:
+            rows = self.query("SELECT * FROM recipes ORDER BY id")
+        else:
+            rows = self.query("SELECT * FROM recipes WHERE name = ? ORDER BY version", (name,))
+        return [dict(r) for r in rows]
+
+    def current_recipes(self) -> list[dict[str, Any]]:
+        """The newest version of each recipe that is not deleted, by name."""
+        rows = self.query("SELECT r.* FROM recipes r WHERE r.version = (SELECT MAX(version) FROM recipes r2 WHERE r2.name = r.name)"
+                          " AND r.deleted = 0 ORDER BY r.name")
+        return [dict(r) for r in rows]
+
+    def add_recipe_version(self, conn: sqlite3.Connection, *, name: str, external_id: str, definition: str,
+                           deleted: bool, created_by: str, audit_id: int) -> int:
+        """Append the next version of recipe `name` inside the caller's transaction; returns the version number."""
+        version = int(conn.execute("SELECT COALESCE(MAX(version), 0) FROM recipes WHERE name = ?", (name,)).fetchone()[0]) + 1
+        conn.execute("INSERT INTO recipes (name, version, external_id, definition, deleted, created_at, created_by, audit_id)"
+                     " VALUES (?,?,?,?,?,?,?,?)",
+                     (name, version, external_id, definition, int(deleted), iso_utc(datetime.now(timezone.utc)),
+                      created_by, audit_id))
+        return version
 
     def resolve(self, relative: str | None) -> Path | None:
         """The file a row's image_path/annotated_path names."""

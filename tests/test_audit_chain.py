@@ -84,7 +84,8 @@ def test_intact_chain_verifies_and_names_its_head(db):
     "REPLACE INTO inspections (uid, created_at, station, frame_w, frame_h, roi_x, roi_y, roi_w, roi_h, model_id, model_version,"
     " threshold, rule_json, verdict, n_detections) SELECT uid, created_at, station, 1, 1, 0, 0, 1, 1, 'm', 'v', 0.99, '{}', 'PASS', 0"
     " FROM inspections WHERE id = 1",  # same uid, new id: REPLACE would delete the logged FAIL
-    "REPLACE INTO detections SELECT id, inspection_id, label, 0.01, x1, y1, x2, y2, 0, 0 FROM detections",
+    "REPLACE INTO detections (id, inspection_id, label, score, x1, y1, x2, y2, shown, fails)"
+    " SELECT id, inspection_id, label, 0.01, x1, y1, x2, y2, 0, 0 FROM detections",
     "INSERT OR REPLACE INTO reviews SELECT id, inspection_id, 'FAIL', reviewer, reviewed_at, audit_id FROM reviews",
     "INSERT INTO reviews (id, inspection_id, qa_verdict, reviewer, reviewed_at, audit_id) SELECT id, inspection_id, 'FAIL',"
     " reviewer, reviewed_at, audit_id FROM reviews WHERE id = 1 ON CONFLICT (id) DO UPDATE SET qa_verdict = excluded.qa_verdict",
@@ -240,7 +241,7 @@ def test_an_existing_v2_log_migrates_with_its_records_chained(tmp_path):
     path = tmp_path / "old.sqlite"
     _v2_log(path)
     with InspectionStore(path) as store:
-        assert store.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 3
+        assert store.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 4
         current = {r["inspection_id"]: (r["qa_verdict"], r["audit_id"]) for r in store.query("SELECT * FROM current_reviews")}
         # The re-reviewed one keeps QA's latest word; the box-only one now counts as reviewed, station verdict kept.
         assert current == {1: ("FAIL", 3), 2: ("FAIL", 4)}
@@ -290,6 +291,7 @@ def test_a_rehashed_inspection_breaks_the_next_link(db):
     conn.execute("DROP TRIGGER inspections_no_update")
     row = dict(conn.execute("SELECT * FROM inspections WHERE id = 1").fetchone())
     row["detections"] = [dict(d) for d in conn.execute("SELECT * FROM detections WHERE inspection_id = 1 ORDER BY id")]
+    row["regions"] = [dict(r) for r in conn.execute("SELECT * FROM inspection_regions WHERE inspection_id = 1 ORDER BY id")]
     row["verdict"] = "PASS"
     conn.execute("UPDATE inspections SET verdict = 'PASS', hash = ? WHERE id = 1", (inspection_hash(row),))
     conn.close()
