@@ -42,9 +42,14 @@ class TimeBudgetHook(Hook):
         self._start = time.monotonic()
 
     def after_train_epoch(self, runner) -> None:
-        elapsed = time.monotonic() - self._start
-        if elapsed >= self.seconds:
-            runner.logger.info(f"time budget of {self.seconds / 60:.1f} min used up after epoch {runner.epoch}; stopping")
+        from mmengine.dist import broadcast_object_list
+
+        # Under several processes rank 0's clock decides for all: a rank that
+        # stopped alone would leave the others waiting in their next all-reduce.
+        elapsed = [time.monotonic() - self._start]
+        broadcast_object_list(elapsed)
+        if elapsed[0] >= self.seconds:
+            runner.logger.info(f"time budget of {self.seconds / 60:.1f} min used up after epoch {runner.epoch + 1}; stopping")
             runner.train_loop.stop_training = True
 
 

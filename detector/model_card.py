@@ -71,7 +71,8 @@ def render_model_card(model: ModelFile, model_path: Path) -> str:
         "",
         "## Training",
         "",
-        f"- Hardware: {train.get('hardware', train.get('device', 'n/a'))}, {train.get('threads', '?')} torch threads",
+        f"- Hardware: {train.get('hardware', train.get('device', 'n/a'))}, {train.get('threads', '?')} torch threads"
+        + (f" in each of {train['processes']} processes (torchrun)" if train.get("processes", 1) > 1 else ""),
         f"- Time: {train.get('train_seconds', 0) / 60:.1f} min for {train.get('epochs_run', '?')} of "
         f"{train.get('epochs_planned', '?')} planned epochs (time budget {train.get('time_budget_minutes') or 'none'} min) "
         f"(batch {train.get('batch_size', '?')}, AdamW lr {train.get('lr', '?')}, cosine decay)",

@@ -109,6 +109,12 @@ def build_config(args: argparse.Namespace):
         cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="TimeBudgetHook", minutes=args.max_minutes)]
     cfg.randomness = dict(seed=args.seed)
     cfg.launcher = args.launcher
+    if args.launcher != "none" and not _uses_cuda(args.device):
+        # CPU processes talk over gloo (NCCL is GPU-only), and DDP must not be
+        # given a device id on CPU.
+        cfg.env_cfg.dist_cfg = dict(backend="gloo")
+        cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False,
+                                     find_unused_parameters=False)
     cfg.resume = bool(args.resume)
     if args.init_from and not args.resume:
         cfg.load_from = str(_model_file_as_checkpoint(args.init_from, args.work_dir.resolve() / "init_weights.pth"))
@@ -118,6 +124,24 @@ def build_config(args: argparse.Namespace):
 
         cfg.load_from = str(write_mmdet_checkpoint(cfg.pretrained, args.work_dir.resolve() / "pretrained_backbone.pth"))
     return cfg
+
+
+def _uses_cuda(device: str) -> bool:
+    import torch
+
+    return device != "cpu" and torch.cuda.is_available()
+
+
+def _init_cpu_process_group(args: argparse.Namespace) -> None:
+    """Join torchrun's process group over gloo for CPU training.
+
+    MMEngine's own pytorch launcher calls torch.cuda.set_device, which a
+    CPU-only torch does not have; once the group exists MMEngine uses it.
+    """
+    import torch.distributed as dist
+
+    if args.launcher == "pytorch" and not _uses_cuda(args.device) and not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
 
 
 def _model_file_as_checkpoint(model_path: Path, out: Path) -> Path:
@@ -240,6 +264,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.resume:
         allow_mmengine_checkpoints()
+    _init_cpu_process_group(args)
 
     from mmengine.runner import Runner
 
@@ -264,6 +289,7 @@ def run(args: argparse.Namespace) -> int:
         "best_checkpoint": ckpt.name,
         "train_seconds": round(train_seconds, 1),
         "threads": torch.get_num_threads(),
+        "processes": int(runner.world_size),
         "device": "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu",
         "batch_size": int(cfg.train_dataloader.batch_size),
         "lr": float(cfg.optim_wrapper.optimizer.lr),
