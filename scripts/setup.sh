@@ -8,8 +8,10 @@ cd "$(dirname "$0")/.."
 # Debian libraries Qt 6's X11 plugin needs beyond a base image, and Xvfb for
 # the test that opens the real window. Installed when we may (root + apt).
 QT_DEBS=(libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxkbcommon-x11-0 xvfb xauth)
+# The MQTT broker the result-output tests start on a loopback port (not run as a service by them).
+TEST_DEBS=(mosquitto)
 missing=()
-for pkg in "${QT_DEBS[@]}"; do
+for pkg in "${QT_DEBS[@]}" "${TEST_DEBS[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -18,7 +20,7 @@ if [ ${#missing[@]} -gt 0 ]; then
         apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null \
             || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }
     else
-        echo "note: the station window needs: sudo apt-get install ${missing[*]}" >&2
+        echo "note: the station window and the tests need: sudo apt-get install ${missing[*]}" >&2
     fi
 fi
 
