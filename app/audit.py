@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from itertools import chain, pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from app.store import iso_utc
+if TYPE_CHECKING:
+    from app.store.base import InspectionLog
 
 GENESIS = "0" * 64
 # The hashed content, in this order; `hash` itself is the only column left out.
@@ -45,7 +45,6 @@ INSPECTION_FIELDS_V2 = (*INSPECTION_FIELDS[:-1], "trigger", "job_id", "recipe", 
 DETECTION_FIELDS_V2 = (*DETECTION_FIELDS, "region")
 REGION_FIELDS = ("id", "name", "x", "y", "w", "h", "threshold", "rule_json", "verdict")
 HASH_VERSION = 2
-_COLUMNS = ", ".join(FIELDS) + ", hash"
 # Actions the trail records about the log itself, worth a line in every verify report.
 NOTICE_ACTIONS = ("db.guards_restored", "store.orphans_removed")
 REVIEW_ACTIONS = ("review.confirm", "review.override", "review.false_positive", "review.missed")
@@ -74,84 +73,13 @@ def inspection_hash(row: Mapping[str, Any]) -> str:
     return _digest(content)
 
 
-def _json(value) -> str | None:
-    return None if value is None else json.dumps(value, sort_keys=True, ensure_ascii=False)
+def audit(tx, user: str, action: str, *, inspection_id: int | None = None, old=None, new=None, reason: str = "",
+          at: datetime | None = None) -> int:
+    """Append one record to the chain inside a write transaction; returns its id.
 
-
-def audit(conn: sqlite3.Connection, user: str, action: str, *, inspection_id: int | None = None,
-          old=None, new=None, reason: str = "", at: datetime | None = None) -> int:
-    """Append one record to the chain, inside the caller's write transaction; returns its id."""
-    if not conn.in_transaction:
-        # The link to the last record must be read and written under one write lock.
-        raise RuntimeError("audit records are appended inside a write transaction (store.transaction())")
-    last = conn.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
-    row = {
-        "id": int(last[0]) + 1 if last else 1,
-        "at": iso_utc(at or datetime.now(timezone.utc)),
-        "user": str(user),
-        "action": str(action),
-        "inspection_id": None if inspection_id is None else int(inspection_id),
-        "old_value": _json(old),
-        "new_value": _json(new),
-        "reason": str(reason),
-        "prev_hash": last[1] if last else GENESIS,
-    }
-    row["hash"] = record_hash(row)
-    conn.execute(f"INSERT INTO audit ({_COLUMNS}) VALUES ({','.join('?' * (len(FIELDS) + 1))})",
-                 [row[k] for k in (*FIELDS, "hash")])
-    return row["id"]
-
-
-# -- reading the chains ------------------------------------------------------------------
-
-
-def _audit_rows(conn: sqlite3.Connection) -> Iterator[dict]:
-    for r in conn.execute(f"SELECT {_COLUMNS} FROM audit ORDER BY id"):
-        yield dict(zip((*FIELDS, "hash"), r))
-
-
-def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
-    return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
-
-
-def _inspection_rows(conn: sqlite3.Connection) -> Iterator[dict]:
-    """Inspections in id order, each with its detections and regions (ordered cursors, merged: one pass over each table).
-
-    Works on logs of any schema version (verify opens a log read-only, never migrating it).
+    Kept for callers still on `store.transaction()`: inside `store.write()` call `tx.append_audit(...)`.
     """
-    v4 = "hash_version" in _columns(conn, "inspections")
-    names = (*(INSPECTION_FIELDS_V2 if v4 else INSPECTION_FIELDS), "hash")
-    det_fields = DETECTION_FIELDS_V2 if v4 else DETECTION_FIELDS
-    dets = conn.execute(f"SELECT inspection_id, {', '.join(det_fields)} FROM detections ORDER BY inspection_id, id")
-    regions = (conn.cursor().execute(f"SELECT inspection_id, {', '.join(REGION_FIELDS)} FROM inspection_regions"
-                                     " ORDER BY inspection_id, id") if v4 else iter(()))
-    pending, pending_region = next(dets, None), next(regions, None)
-    for r in conn.cursor().execute(f"SELECT {', '.join(names)} FROM inspections ORDER BY id"):
-        row = dict(zip(names, r))
-        row["detections"], row["regions"] = [], []
-        while pending is not None and pending[0] <= row["id"]:
-            if pending[0] == row["id"]:
-                row["detections"].append(dict(zip(det_fields, pending[1:])))
-            pending = next(dets, None)
-        while pending_region is not None and pending_region[0] <= row["id"]:
-            if pending_region[0] == row["id"]:
-                row["regions"].append(dict(zip(REGION_FIELDS, pending_region[1:])))
-            pending_region = next(regions, None)
-        yield row
-
-
-def chain_existing(conn: sqlite3.Connection) -> None:
-    """Hash rows written before the chains existed (schema v3 migration), in id order."""
-    prev = GENESIS
-    for row in list(_audit_rows(conn)):
-        row["prev_hash"] = prev
-        prev = record_hash(row)
-        conn.execute("UPDATE audit SET prev_hash = ?, hash = ? WHERE id = ?", (row["prev_hash"], prev, row["id"]))
-    prev = GENESIS
-    for row in list(_inspection_rows(conn)):
-        row["prev_hash"] = prev
-        prev = inspection_hash(row)
-        conn.execute("UPDATE inspections SET prev_hash = ?, hash = ? WHERE id = ?", (row["prev_hash"], prev, row["id"]))
+    return tx.append_audit(user, action, inspection_id=inspection_id, old=old, new=new, reason=reason, at=at)
 
 
 # -- verifying -------------------------------------------------------------------------
@@ -244,11 +172,11 @@ def _new(row: dict) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _check_reviews(conn: sqlite3.Connection, by_id: dict[int, dict], problems: list[str]) -> None:
+def _check_reviews(log: InspectionLog, by_id: dict[int, dict], problems: list[str]) -> None:
     """QA's rows say what the audit records that created them say, and none is missing."""
     cited: set[int] = set()
-    for rid, insp, verdict, reviewer, audit_id in conn.execute(
-            "SELECT id, inspection_id, qa_verdict, reviewer, audit_id FROM reviews ORDER BY id"):
+    for r in log.reviews():
+        rid, insp, verdict, reviewer, audit_id = r.id, r.inspection_id, r.qa_verdict, r.reviewer, r.audit_id
         a = by_id.get(audit_id)
         if a is None or a["action"] not in REVIEW_ACTIONS or a["inspection_id"] != insp or a["user"] != reviewer:
             problems.append(f"QA review row #{rid} (inspection #{insp}: {verdict} by {reviewer}) does not match audit"
@@ -264,17 +192,17 @@ def _check_reviews(conn: sqlite3.Connection, by_id: dict[int, dict], problems: l
     for a in by_id.values():
         if a["action"] in REVIEW_ACTIONS and "verdict" in _new(a):
             latest[a["inspection_id"]] = a
-    current = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT inspection_id, qa_verdict, audit_id FROM current_reviews")}
+    current = {r.inspection_id: (r.qa_verdict, r.audit_id) for r in log.current_reviews()}
     for insp, a in sorted(latest.items()):
         if current.get(insp, (None, None))[1] != a["id"]:
             problems.append(f"inspection #{insp}: QA's current verdict is not the one of its latest review (audit record"
                             f" #{a['id']}, {_new(a)['verdict']}): a QA review row was removed or added outside the station")
-    boxes = {r[0]: r for r in conn.execute("SELECT audit_id, id, inspection_id, kind, detection_id, label, x1, y1, x2, y2"
-                                           " FROM review_boxes")}
+    boxes = {b.audit_id: b for b in log.review_boxes()}
     for a in by_id.values():
         if a["action"] in ("review.false_positive", "review.missed") and a["id"] not in boxes:
             problems.append(f"the box correction of audit record #{a['id']} (inspection #{a['inspection_id']}) was removed")
-    for audit_id, bid, insp, kind, det, label, *box in boxes.values():
+    for b in boxes.values():
+        audit_id, bid, insp, kind, det, label, box = b.audit_id, b.id, b.inspection_id, b.kind, b.detection_id, b.label, list(b.box)
         a = by_id.get(audit_id)
         want = {"false_positive": "review.false_positive", "missed": "review.missed"}.get(kind)
         same = a is not None and a["action"] == want and a["inspection_id"] == insp
@@ -290,7 +218,7 @@ def _check_reviews(conn: sqlite3.Connection, by_id: dict[int, dict], problems: l
                             f" #{audit_id}: added or changed outside the station")
 
 
-def _check_users(conn: sqlite3.Connection, by_id: dict[int, dict], problems: list[str]) -> None:
+def _check_users(log: InspectionLog, by_id: dict[int, dict], problems: list[str]) -> None:
     """Each user's role and state are what the audit trail's user changes add up to."""
     expected: dict[str, list] = {}
     for a in by_id.values():
@@ -305,7 +233,8 @@ def _check_users(conn: sqlite3.Connection, by_id: dict[int, dict], problems: lis
                     expected[name][0] = new.get("role")
                 else:
                     expected[name][1] = int(a["action"] == "user.enable")
-    for name, role, active in conn.execute("SELECT name, role, active FROM users ORDER BY id"):
+    for u in log.users():
+        name, role, active = u.name, u.role, int(u.active)
         want = expected.get(name.lower())
         if want is None:
             problems.append(f"user {name} was added outside the station (no audit record adds them)")
@@ -328,14 +257,12 @@ def _check_picture(row: dict, root: Path, problems: list[str]) -> None:
             problems.append(f"picture of inspection #{row['id']} was changed after it was saved: {path}")
 
 
-def verify(conn: sqlite3.Connection, expect_heads: Iterable[str] = (), pictures_root: Path | None = None) -> VerifyReport:
-    """Walk both chains and cross-check QA's rows and the users (any connection; read-only is enough).
+def verify(log: InspectionLog, expect_heads: Iterable[str] = (), pictures_root: Path | None = None) -> VerifyReport:
+    """Walk both chains and cross-check QA's rows and the users (any log; opened read-only is enough).
 
     `expect_heads`: hashes noted from an earlier verify; each must still be in one of the chains.
     `pictures_root`: the data folder; when given, every saved picture is read and checked against its hash.
     """
-    from app.store import guard_triggers
-
     anchors = []
     for head in expect_heads:
         h = head.strip().lower()
@@ -366,13 +293,12 @@ def verify(conn: sqlite3.Connection, expect_heads: Iterable[str] = (), pictures_
         if pictures_root is not None:
             _check_picture(r, pictures_root, problems)
 
-    report = VerifyReport(_walk(_audit_rows(conn), record_hash, "audit record", visit_audit),
-                          _walk(_inspection_rows(conn), inspection_hash, "inspection", visit_inspection))
-    present = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
-    report.missing_guards = sorted(set(guard_triggers()) - present)
+    report = VerifyReport(_walk(log.audit_chain(), record_hash, "audit record", visit_audit),
+                          _walk(log.inspection_chain(), inspection_hash, "inspection", visit_inspection))
+    report.missing_guards = log.missing_guards()
     report.notices = notices
-    _check_reviews(conn, by_id, problems)
-    _check_users(conn, by_id, problems)
+    _check_reviews(log, by_id, problems)
+    _check_users(log, by_id, problems)
     for h in anchors:
         if h in found:
             report.anchors.append(f"expected head {h} is {found[h]}")
@@ -381,13 +307,3 @@ def verify(conn: sqlite3.Connection, expect_heads: Iterable[str] = (), pictures_
                             " or the newest rows were removed")
     report.problems = problems
     return report
-
-
-def open_read_only(db_path: str | Path) -> sqlite3.Connection:
-    """The log opened read-only: checking it must never change the evidence."""
-    path = Path(db_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no inspection database at {path}")
-    conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0)
-    conn.execute("PRAGMA query_only=ON")
-    return conn

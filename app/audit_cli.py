@@ -19,12 +19,12 @@ those rows are still in the chains, unchanged, with everything before them.
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 from pathlib import Path
 
-from app.audit import open_read_only, verify
+from app.audit import verify
 from app.settings import load_settings_for_command
+from app.store import InspectionStore, StoreError
 
 SHOWN_PROBLEMS = 20
 
@@ -49,25 +49,24 @@ def run(args: argparse.Namespace) -> int:
         settings = load_settings_for_command(args.config)
         db = settings.db_path
     try:
-        conn = open_read_only(db)
-    except (OSError, sqlite3.Error) as exc:
+        log = InspectionStore(db, read_only=True)  # checking the evidence must never change (or migrate) it
+    except StoreError as exc:
         print(f"error: cannot read {db}: {exc}", file=sys.stderr)
         return 2
     try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version < 3:
-            print(f"error: {db} has no hash chain yet (schema {version}): the station adds it when it next opens this log",
-                  file=sys.stderr)
+        if log.schema_version < 3:
+            print(f"error: {db} has no hash chain yet (schema {log.schema_version}): the station adds it when it next opens"
+                  " this log", file=sys.stderr)
             return 2
-        report = verify(conn, args.expect_head, Path(db).parent if args.pictures else None)
+        report = verify(log, args.expect_head, Path(db).parent if args.pictures else None)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except sqlite3.Error as exc:
+    except StoreError as exc:
         print(f"error: {db} is not a readable inspection database: {exc}", file=sys.stderr)
         return 2
     finally:
-        conn.close()
+        log.close()
     for line in report.notices + report.anchors:
         print(f"note: {line}")
     broken = [c.problem for c in (report.audit, report.inspections) if c.problem] + report.problems

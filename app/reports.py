@@ -11,8 +11,8 @@ is attributed to the day it started, and a date range selects whole shifts.
 
 Ranges. `first`..`last` are inclusive report days; they are turned into UTC
 bounds on `created_at` (ISO 8601 text, fixed width, so text order is time
-order) and the WHERE clause compares the bare column, so SQLite uses the
-ix_inspections_created index instead of scanning the log.
+order); the log answers such a range from its index on created_at
+(`InspectionLog.report_*`), and the counting by day, shift and class is here.
 
 CSV. `write_csv` writes UTF-8 (no BOM unless asked: scripts and strict UTF-8
 readers take the file as is; `bom=True` is for double-clicking into Excel,
@@ -29,7 +29,6 @@ or on a line break would start a new cell inside it: `x;=1+1` is written
 from __future__ import annotations
 
 import re
-import sqlite3
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from app.files import atomic_write_bytes
+from app.store import InspectionLog, InspectionStore, StoreError, iso_utc
 
 # OWASP CSV injection: cells starting with these are run as formulas (or split
 # into one) by Excel, LibreOffice and Google Sheets. The full-width forms are
@@ -199,7 +199,7 @@ class _Clock:
             raise ReportError(f"the range starts after it ends ({first} > {last})")
         lo = self.to_utc(datetime.combine(first, self.day_start))
         hi = self.to_utc(datetime.combine(last + timedelta(days=1), self.day_start))
-        return _iso(lo), _iso(hi)
+        return iso_utc(lo), iso_utc(hi)
 
     def shift(self, local: datetime) -> tuple[date, str]:
         """The report day and shift name of a local time ("" without shifts)."""
@@ -211,73 +211,25 @@ class _Clock:
         return local.date(), self.shifts[i][0]
 
 
-def _iso(t: datetime) -> str:
-    """The log's created_at format (app.store.iso_utc), for text comparison."""
-    return t.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _parse_created(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))  # 3.10's fromisoformat knows no "Z"
 
 
-# -- database ---------------------------------------------------------------------------------
-
-
-def open_db(db_path: str | Path) -> sqlite3.Connection:
-    """The log opened read-only: a report never changes or migrates it, and works beside a running station."""
-    path = Path(db_path)
-    if not path.is_file():
-        raise ReportError(f"no inspection database at {path}")
-    try:
-        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0, check_same_thread=False)
-        conn.execute("PRAGMA query_only=ON")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.Error as exc:
-        raise ReportError(f"cannot read {path}: {exc}") from exc
-    if version < 1 or not {"inspections", "detections"} <= tables:
-        conn.close()
-        raise ReportError(f"{path} is not an inspection database")
-    return conn
+# -- the log ---------------------------------------------------------------------------------------
 
 
 @contextmanager
-def _connection(db: str | Path | sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    if isinstance(db, sqlite3.Connection):
-        yield db
-        return
-    conn = open_db(db)
+def _opened(db: InspectionLog | str | Path) -> Iterator[InspectionLog]:
+    """The log to report from: as given, or a file opened read-only (a report never changes or migrates it,
+    and works beside a running station). Its errors become ReportError."""
     try:
-        yield conn
-    finally:
-        conn.close()
-
-
-def _query(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[tuple]:
-    try:
-        return conn.execute(sql, params).fetchall()
-    except sqlite3.Error as exc:
-        raise ReportError(f"cannot read the inspection log: {exc}") from exc
-
-
-# Every query filters on the bare created_at column: the index does the range.
-_INSPECTIONS = ("SELECT id, created_at, station, verdict{extra} FROM inspections"
-                " WHERE created_at >= ? AND created_at < ? ORDER BY created_at, id")
-_PER_CLASS = ("SELECT d.inspection_id, d.label, SUM(d.fails), MAX(CASE WHEN d.shown THEN d.score END) FROM inspections i"
-              " JOIN detections d ON d.inspection_id = i.id"
-              " WHERE i.created_at >= ? AND i.created_at < ? GROUP BY d.inspection_id, d.label")
-_SHOWN_SCORES = ("SELECT d.label, d.score FROM inspections i JOIN detections d ON d.inspection_id = i.id"
-                 " WHERE i.created_at >= ? AND i.created_at < ? AND d.shown = 1")
-# QA's current word per inspection: one row per reviewed inspection with inspection_id,
-# qa_verdict, reviewer, reviewed_at, audit_id. The view over the append-only reviews (schema v3);
-# in a v2 log (reports never migrate) the reviews table itself held one row per inspection.
-CURRENT_REVIEWS, V2_REVIEWS = "current_reviews", "reviews"
-_REVIEWS = ("SELECT r.inspection_id, r.qa_verdict, r.reviewer, r.reviewed_at, a.reason FROM inspections i"
-            " JOIN {reviews} r ON r.inspection_id = i.id LEFT JOIN audit a ON a.id = r.audit_id"
-            " WHERE i.created_at >= ? AND i.created_at < ?")
-_QA_VERDICTS = ("SELECT r.inspection_id, r.qa_verdict FROM inspections i JOIN {reviews} r ON r.inspection_id = i.id"
-                " WHERE i.created_at >= ? AND i.created_at < ?")
-_PER_INSPECTION_EXTRA = ", operator, part_id, source, model_id, model_version, threshold, n_detections, image_path, note"
+        if isinstance(db, (str, Path)):
+            with InspectionStore(db, read_only=True) as log:
+                yield log
+        else:
+            yield db
+    except StoreError as exc:
+        raise ReportError(str(exc)) from exc
 
 
 _NO_REVIEW = (None, None, None, None)
@@ -304,40 +256,32 @@ class _Group:
     defects: dict[str, int] = field(default_factory=dict)
 
 
-def _per_class(conn: sqlite3.Connection, lo: str, hi: str) -> tuple[dict[int, dict[str, tuple[int, float | None]]], set[str]]:
+def _per_class(log: InspectionLog, lo: str, hi: str) -> tuple[dict[int, dict[str, tuple[int, float | None]]], set[str]]:
     """Per inspection id: label -> (failing detections, best shown score or None); and every label seen."""
     out: dict[int, dict[str, tuple[int, float | None]]] = {}
     labels: set[str] = set()
-    for inspection_id, label, fails, max_score in _query(conn, _PER_CLASS, (lo, hi)):
+    for inspection_id, label, fails, max_score in log.report_class_stats(lo, hi):
         out.setdefault(inspection_id, {})[label] = (int(fails), max_score)
         labels.add(label)
     return out, labels
 
 
-def _reviews_source(conn: sqlite3.Connection) -> str | None:
-    """Where QA's current word is in this log; None for a log from before QA review (schema v1)."""
-    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
-    return next((n for n in (CURRENT_REVIEWS, V2_REVIEWS) if n in names), None)
-
-
-def _reviews(conn: sqlite3.Connection, lo: str, hi: str) -> dict[int, tuple[str, str, str, str | None]]:
+def _reviews(log: InspectionLog, lo: str, hi: str) -> dict[int, tuple[str, str, str, str | None]]:
     """Per inspection id: (QA verdict, reviewer, reviewed at, reason); empty for a log without reviews."""
-    source = _reviews_source(conn)
-    return {r[0]: r[1:] for r in _query(conn, _REVIEWS.format(reviews=source), (lo, hi))} if source else {}
+    return {r[0]: r[1:] for r in log.report_reviews(lo, hi)}
 
 
-def _groups(conn: sqlite3.Connection, clock: _Clock, lo: str, hi: str) -> tuple[dict[tuple[date, str, str], _Group], set[str]]:
+def _groups(log: InspectionLog, clock: _Clock, lo: str, hi: str) -> tuple[dict[tuple[date, str, str], _Group], set[str]]:
     """(report day, station, shift) -> counts, QA's figures included; and every label seen.
 
     QA's figures count on the day of the inspection, not of the review, so they
     sit beside the station's figures for the same parts.
     """
-    per_class, labels = _per_class(conn, lo, hi)
-    source = _reviews_source(conn)
-    qa = dict(_query(conn, _QA_VERDICTS.format(reviews=source), (lo, hi))) if source else {}
+    per_class, labels = _per_class(log, lo, hi)
+    qa = {r.inspection_id: r.qa_verdict for r in log.report_reviews(lo, hi)}
     groups: dict[tuple[date, str, str], _Group] = {}
     local, shift = clock.local, clock.shift
-    for inspection_id, created_at, station, verdict in _query(conn, _INSPECTIONS.format(extra=""), (lo, hi)):
+    for inspection_id, created_at, station, verdict in log.report_inspections(lo, hi):
         day, shift_name = shift(local(_parse_created(created_at)))
         g = groups.get((day, station, shift_name))
         if g is None:
@@ -362,7 +306,7 @@ def _groups(conn: sqlite3.Connection, clock: _Clock, lo: str, hi: str) -> tuple[
     return groups, labels
 
 
-def daily_summary(db: str | Path | sqlite3.Connection, first: date, last: date, *, tz: tzinfo | None = None,
+def daily_summary(db: InspectionLog | str | Path, first: date, last: date, *, tz: tzinfo | None = None,
                   shifts: Iterable[tuple[str, str]] = (), classes: Iterable[str] = ()) -> Table:
     """Per report day, station (and shift): the station's inspected, passed, failed, defect rate; QA's
     reviewed, passed, failed and overridden (QA's current verdict differs from the station's) among
@@ -375,8 +319,8 @@ def daily_summary(db: str | Path | sqlite3.Connection, first: date, last: date, 
     parsed = parse_shifts(shifts)
     clock = _Clock(tz, parsed)
     lo, hi = clock.bounds(first, last)
-    with _connection(db) as conn:
-        groups, labels = _groups(conn, clock, lo, hi)
+    with _opened(db) as log:
+        groups, labels = _groups(log, clock, lo, hi)
     labels = sorted(labels | set(classes))
     order = {name: i for i, (name, _) in enumerate(parsed)}
     header = ["date", "station", *(["shift"] if parsed else []), "inspected", "passed", "failed", "defect_rate",
@@ -389,7 +333,7 @@ def daily_summary(db: str | Path | sqlite3.Connection, first: date, last: date, 
     return Table(header, rows)
 
 
-def per_inspection(db: str | Path | sqlite3.Connection, first: date, last: date, *, tz: tzinfo | None = None,
+def per_inspection(db: InspectionLog | str | Path, first: date, last: date, *, tz: tzinfo | None = None,
                    shifts: Iterable[tuple[str, str]] = (), classes: Iterable[str] = ()) -> Table:
     """One row per inspection in the range, oldest first.
 
@@ -402,10 +346,10 @@ def per_inspection(db: str | Path | sqlite3.Connection, first: date, last: date,
     parsed = parse_shifts(shifts)
     clock = _Clock(tz, parsed)
     lo, hi = clock.bounds(first, last)
-    with _connection(db) as conn:
-        per_class, labels = _per_class(conn, lo, hi)
-        records = _query(conn, _INSPECTIONS.format(extra=_PER_INSPECTION_EXTRA), (lo, hi))
-        reviews = _reviews(conn, lo, hi)
+    with _opened(db) as log:
+        per_class, labels = _per_class(log, lo, hi)
+        records = log.report_list(lo, hi)
+        reviews = _reviews(log, lo, hi)
     labels = sorted(labels | set(classes))
     header = ["id", "created_at", "local_time", "date", "station", *(["shift", "shift_date"] if parsed else []),
               "operator", "part_id", "source", "verdict", "model_id", "model_version", "threshold", "n_detections",
@@ -441,15 +385,15 @@ class Trends:
     stations: list[str] = field(default_factory=list)  # stations with inspections in the range, sorted
 
 
-def trends(db: str | Path | sqlite3.Connection, first: date, last: date, *, tz: tzinfo | None = None,
+def trends(db: InspectionLog | str | Path, first: date, last: date, *, tz: tzinfo | None = None,
            shifts: Iterable[tuple[str, str]] = (), classes: Iterable[str] = ()) -> Trends:
     """Trend data for the range; days without inspections are left out (no rate to plot)."""
     clock = _Clock(tz, parse_shifts(shifts))
     lo, hi = clock.bounds(first, last)
-    with _connection(db) as conn:
-        groups, labels = _groups(conn, clock, lo, hi)
+    with _opened(db) as log:
+        groups, labels = _groups(log, clock, lo, hi)
         scores: dict[str, list[float]] = {}
-        for label, score in _query(conn, _SHOWN_SCORES, (lo, hi)):
+        for label, score in log.report_scores(lo, hi):
             scores.setdefault(label, []).append(float(score))
     labels = sorted(labels | set(classes))
     per_day: dict[date, _Group] = {}
@@ -471,7 +415,7 @@ def trends(db: str | Path | sqlite3.Connection, first: date, last: date, *, tz: 
     )
 
 
-def export_csv(db: str | Path | sqlite3.Connection, first: date, last: date, out: str | Path, *,
+def export_csv(db: InspectionLog | str | Path, first: date, last: date, out: str | Path, *,
                per_inspection_rows: bool = False, tz: tzinfo | None = None, shifts: Iterable[tuple[str, str]] = (),
                classes: Iterable[str] = (), bom: bool = False) -> int:
     """The daily summary (or the per-inspection list) for first..last written to `out`; returns data rows."""

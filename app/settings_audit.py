@@ -17,8 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from app.audit import audit
-from app.store import InspectionStore
+from app.store import InspectionLog
 
 FILE_RECORD = "settings.file"  # the station wrote (or took note of) this file content
 CHANGED_OUTSIDE = "settings.changed_outside"  # someone else changed it: old -> new per field
@@ -56,11 +55,10 @@ def field_changes(old: Any, new: Any) -> dict[str, tuple[Any, Any]]:
     return {k: (a.get(k, MISSING), b.get(k, MISSING)) for k in sorted(a.keys() | b.keys()) if a.get(k, MISSING) != b.get(k, MISSING)}
 
 
-def _last_record(store: InspectionStore, path: Path) -> dict | None:
-    rows = store.query("SELECT new_value FROM audit WHERE action = ? ORDER BY id DESC", (FILE_RECORD,))
-    for row in rows:
+def _last_record(store: InspectionLog, path: Path) -> dict | None:
+    for record in store.audit_records(action=FILE_RECORD, newest_first=True):
         try:
-            value = json.loads(row["new_value"] or "null")
+            value = json.loads(record.new_value or "null")
         except ValueError:
             continue
         if isinstance(value, dict) and value.get("path") == str(path):
@@ -72,7 +70,7 @@ def _key(path: str | Path) -> Path:
     return Path(path).expanduser().resolve()
 
 
-def record_written(store: InspectionStore, path: str | Path, user: str) -> None:
+def record_written(store: InspectionLog, path: str | Path, user: str) -> None:
     """Note the file the station just wrote as the reference (only when its content changed)."""
     path = _key(path)
     current = _read(path)
@@ -81,11 +79,11 @@ def record_written(store: InspectionStore, path: str | Path, user: str) -> None:
     last = _last_record(store, path)
     if last is not None and last.get("sha256") == current[0]:
         return
-    with store.transaction() as conn:
-        audit(conn, user, FILE_RECORD, new={"path": str(path), "sha256": current[0], "settings": current[1]})
+    with store.write() as tx:
+        tx.append_audit(user, FILE_RECORD, new={"path": str(path), "sha256": current[0], "settings": current[1]})
 
 
-def check_outside_changes(store: InspectionStore, path: str | Path) -> list[str]:
+def check_outside_changes(store: InspectionLog, path: str | Path) -> list[str]:
     """Compare the settings file with the last content the station wrote; audit and describe any change.
 
     Returns lines like "threshold: 0.3 → 1.0" (empty when nothing changed).
@@ -102,18 +100,18 @@ def check_outside_changes(store: InspectionStore, path: str | Path) -> list[str]
         return []
     who = f"outside the station (file edited; OS user {getpass.getuser()})"
     changes = field_changes(last.get("settings"), current[1]) if last is not None else {}
-    with store.transaction() as conn:
+    with store.write() as tx:
         if changes:
             mtime = ""
             try:
                 mtime = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
             except OSError:
                 pass
-            audit(conn, who, CHANGED_OUTSIDE, old={k: v[0] for k, v in changes.items()},
-                  new={k: v[1] for k, v in changes.items()},
-                  reason=f"{path} changed outside the station" + (f" (file time {mtime})" if mtime else ""))
-        audit(conn, who if last is not None else "station", FILE_RECORD,
-              new={"path": str(path), "sha256": current[0], "settings": current[1]})
+            tx.append_audit(who, CHANGED_OUTSIDE, old={k: v[0] for k, v in changes.items()},
+                            new={k: v[1] for k, v in changes.items()},
+                            reason=f"{path} changed outside the station" + (f" (file time {mtime})" if mtime else ""))
+        tx.append_audit(who if last is not None else "station", FILE_RECORD,
+                        new={"path": str(path), "sha256": current[0], "settings": current[1]})
     return [f"{k}: {_show(v[0])} → {_show(v[1])}" for k, v in changes.items()]
 
 

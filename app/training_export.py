@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from app.review import GalleryFilter, export_training_set, gallery_count
-from app.store import InspectionStore
+from app.review import export_training_set
+from app.store import GalleryFilter, InspectionLog
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,11 @@ class TrainingExport:
         return out
 
 
-def export_reviewed(store: InspectionStore, out_dir: str | Path, flt: GalleryFilter | None = None,
+def export_reviewed(store: InspectionLog, out_dir: str | Path, flt: GalleryFilter | None = None,
                     crop_to_region: bool = True) -> TrainingExport:
     """Export the reviewed inspections matching `flt` (its reviewed/not-reviewed choice is ignored)."""
     flt = flt or GalleryFilter()
-    matching = gallery_count(store, replace(flt, reviewed=None))
-    reviewed = gallery_count(store, replace(flt, reviewed=True))
+    matching = store.gallery_count(replace(flt, reviewed=None))
+    reviewed = store.gallery_count(replace(flt, reviewed=True))
     summary = export_training_set(store, out_dir, flt, crop_to_region=crop_to_region)
     return TrainingExport(summary, reviewed, matching)

@@ -14,9 +14,8 @@ import sys
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
-from app.review import GalleryFilter
 from app.settings import load_settings_for_command
-from app.store import InspectionStore, StoreError
+from app.store import GalleryFilter, InspectionStore, StoreError
 from app.training_export import export_reviewed
 
 

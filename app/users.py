@@ -19,14 +19,12 @@ import functools
 import hashlib
 import hmac
 import secrets
-import sqlite3
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from app.audit import audit  # noqa: F401  (re-exported: callers append audit records through app.users too)
-from app.store import InspectionStore, iso_utc
+from app.store import InspectionLog, LogReader, UserRow, iso_utc
 
 ROLES = ("operator", "qa", "supervisor", "admin")
 PERMISSIONS: dict[str, frozenset[str]] = {
@@ -111,9 +109,6 @@ def _dummy_hash() -> str:
     return hash_secret("timing-equaliser")
 
 
-Query = Callable[..., list]
-
-
 def _parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
@@ -121,13 +116,13 @@ def _parse_time(text: str | None) -> datetime | None:
 
 
 class UserDirectory:
-    """Users in the station's database (the `users` table); every change is audited.
+    """Users in the station's inspection log; every change is audited in the same transaction.
 
     `clock` returns the current time (aware, UTC): injectable so that tests can
     let a lock expire without waiting.
     """
 
-    def __init__(self, store: InspectionStore, *, min_pin_length: int = MIN_PIN_LENGTH, max_attempts: int = MAX_ATTEMPTS,
+    def __init__(self, store: InspectionLog, *, min_pin_length: int = MIN_PIN_LENGTH, max_attempts: int = MAX_ATTEMPTS,
                  lock_time: timedelta = LOCK_TIME, clock: Callable[[], datetime] | None = None):
         if min_pin_length < 1 or max_attempts < 1:
             raise ValueError("min_pin_length and max_attempts must be at least 1")
@@ -141,51 +136,52 @@ class UserDirectory:
 
     def is_open(self) -> bool:
         """No user was ever created: the station is open (first-run set-up), anyone may act."""
-        return self._is_open(self.store.query)
+        return self._is_open(self.store)
 
     def any_users(self) -> bool:
         """A user was ever created, even if all are disabled now (the station is not open). Same as `not is_open()`."""
         return not self.is_open()
 
     def any_active(self) -> bool:
-        return bool(self.store.query("SELECT 1 FROM users WHERE active = 1 LIMIT 1"))
+        return self.store.any_user(active_only=True)
 
     def current(self, name: str) -> User | None:
         """The active user of that name with their current role; None if unknown or disabled."""
-        rows = self.store.query("SELECT name, role FROM users WHERE name = ? AND active = 1", (name.strip(),))
-        return User(rows[0]["name"], rows[0]["role"]) if rows else None
+        row = self.store.user(name.strip())
+        return User(row.name, row.role) if row is not None and row.active else None
 
-    def require(self, user: User, permission: str, conn: sqlite3.Connection | None = None) -> User:
+    def require(self, user: User, permission: str, tx: LogReader | None = None) -> User:
         """The acting user as the database knows them now, if they may do `permission`.
 
         Raises PermissionDenied when the user is unknown or disabled, or when their
         current role (not the one on the `User` object) lacks the permission. On a
-        station where no user was ever created, anyone may do anything. Pass `conn`
-        inside `store.transaction()` so the check and the change are one transaction.
+        station where no user was ever created, anyone may do anything. Pass the
+        transaction of `store.write()` so the check and the change are one transaction.
         """
-        return self._require(_reader(conn) if conn is not None else self.store.query, user, permission)
+        return self._require(tx if tx is not None else self.store, user, permission)
 
-    def _require(self, q: Query, user: User, permission: str) -> User:
-        rows = q("SELECT name, role, active FROM users WHERE name = ?", (user.name.strip(),))
-        if not rows and self._is_open(q):
+    def _require(self, r: LogReader, user: User, permission: str) -> User:
+        row = r.user(user.name.strip())
+        if row is None and self._is_open(r):
             return user
-        if not rows or not rows[0]["active"]:
+        if row is None or not row.active:
             raise PermissionDenied(f"{user.name} is not an active user of this station (disabled, or never added)")
-        current = User(rows[0]["name"], rows[0]["role"])
+        current = User(row.name, row.role)
         current.require(permission)
         return current
 
     @staticmethod
-    def _is_open(q: Query) -> bool:
+    def _is_open(r: LogReader) -> bool:
         # Users are never deleted (a trigger refuses it), and the audit trail remembers every
         # user ever added: emptying the users table by hand does not reopen the station.
-        return not q("SELECT 1 FROM users LIMIT 1") and not q("SELECT 1 FROM audit WHERE action = 'user.add' LIMIT 1")
+        return not r.any_user() and not r.audit_has("user.add")
 
     # -- managing users -------------------------------------------------------------------
 
     def list(self) -> list[dict]:
-        return [dict(r) for r in self.store.query(
-            "SELECT name, role, active, created_at, locked_until FROM users ORDER BY name")]
+        """Every user by name: name, role, active, created_at, locked_until."""
+        return [{"name": u.name, "role": u.role, "active": u.active, "created_at": u.created_at, "locked_until": u.locked_until}
+                for u in sorted(self.store.users(), key=lambda u: u.name.casefold())]
 
     def check_pin(self, secret: str) -> None:
         if len(secret or "") < self.min_pin_length:
@@ -200,72 +196,60 @@ class UserDirectory:
         if self.is_open() and role != "admin":
             raise ValueError("the first user must be an admin (someone has to be able to manage users)")
         hashed = hash_secret(secret)
-        try:
-            with self.store.transaction() as conn:
-                q = _reader(conn)
-                if self._is_open(q):
-                    if role != "admin":
-                        raise ValueError("the first user must be an admin (someone has to be able to manage users)")
-                    signer = by.name
-                else:
-                    signer = self._require(q, by, "users").name
-                conn.execute("INSERT INTO users (name, role, secret_hash, created_at) VALUES (?,?,?,?)",
-                             (name, role, hashed, iso_utc(self.clock())))
-                audit(conn, signer, "user.add", new={"name": name, "role": role})
-        except sqlite3.IntegrityError:
-            raise ValueError(f"a user named {name!r} exists already") from None
+        with self.store.write() as tx:
+            if self._is_open(tx):
+                if role != "admin":
+                    raise ValueError("the first user must be an admin (someone has to be able to manage users)")
+                signer = by.name
+            else:
+                signer = self._require(tx, by, "users").name
+            tx.add_user(name, role, hashed, self.clock())
+            tx.append_audit(signer, "user.add", new={"name": name, "role": role})
         return User(name, role)
 
     def set_role(self, name: str, role: str, by: User) -> None:
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
-        with self.store.transaction() as conn:
-            q = _reader(conn)
-            signer = self._require(q, by, "users")
-            row = self._row(q, name)
+        with self.store.write() as tx:
+            signer = self._require(tx, by, "users")
+            row = self._row(tx, name)
             if role != "admin":
-                self._keep_an_admin(q, row, "demoted")
-            conn.execute("UPDATE users SET role = ? WHERE name = ?", (role, row["name"]))
-            audit(conn, signer.name, "user.role", old={"name": row["name"], "role": row["role"]},
-                  new={"name": row["name"], "role": role})
+                self._keep_an_admin(tx, row, "demoted")
+            tx.set_user_role(row.name, role)
+            tx.append_audit(signer.name, "user.role", old={"name": row.name, "role": row.role},
+                            new={"name": row.name, "role": role})
 
     def set_active(self, name: str, active: bool, by: User) -> None:
-        with self.store.transaction() as conn:
-            q = _reader(conn)
-            signer = self._require(q, by, "users")
-            row = self._row(q, name)
+        with self.store.write() as tx:
+            signer = self._require(tx, by, "users")
+            row = self._row(tx, name)
             if not active:
-                self._keep_an_admin(q, row, "disabled")
-            conn.execute("UPDATE users SET active = ? WHERE name = ?", (int(active), row["name"]))
-            audit(conn, signer.name, "user.enable" if active else "user.disable", new={"name": row["name"]})
+                self._keep_an_admin(tx, row, "disabled")
+            tx.set_user_active(row.name, active)
+            tx.append_audit(signer.name, "user.enable" if active else "user.disable", new={"name": row.name})
 
     def set_secret(self, name: str, secret: str, by: User) -> None:
         """A new PIN (own, or anyone's by an admin); it also lifts a sign-in lock."""
         self.check_pin(secret)
         hashed = hash_secret(secret)
-        with self.store.transaction() as conn:
-            q = _reader(conn)
+        with self.store.write() as tx:
             own = by.name.strip().lower() == name.strip().lower()
-            signer = self._require(q, by, "inspect" if own else "users")
-            row = self._row(q, name)
-            conn.execute("UPDATE users SET secret_hash = ?, failed_attempts = 0, locked_until = NULL WHERE name = ?",
-                         (hashed, row["name"]))
-            audit(conn, signer.name, "user.secret", new={"name": row["name"]})
+            signer = self._require(tx, by, "inspect" if own else "users")
+            row = self._row(tx, name)
+            tx.set_user_secret(row.name, hashed)
+            tx.append_audit(signer.name, "user.secret", new={"name": row.name})
 
     @staticmethod
-    def _keep_an_admin(q: Query, row, change: str) -> None:
-        if row["role"] == "admin" and row["active"]:
-            admins = q("SELECT COUNT(*) FROM users WHERE role = 'admin' AND active = 1")[0][0]
-            if admins <= 1:
-                raise ValueError(f"{row['name']} is the last active admin and cannot be {change}:"
-                                 " make another user admin first")
+    def _keep_an_admin(r: LogReader, row: UserRow, change: str) -> None:
+        if row.role == "admin" and row.active and r.active_admins() <= 1:
+            raise ValueError(f"{row.name} is the last active admin and cannot be {change}: make another user admin first")
 
     @staticmethod
-    def _row(q: Query, name: str):
-        rows = q("SELECT name, role, active FROM users WHERE name = ?", (name.strip(),))
-        if not rows:
+    def _row(r: LogReader, name: str) -> UserRow:
+        row = r.user(name.strip())
+        if row is None:
             raise ValueError(f"no user named {name!r}")
-        return rows[0]
+        return row
 
     # -- signing in -----------------------------------------------------------------------
 
@@ -275,46 +259,34 @@ class UserDirectory:
         Raises AccountLocked (a PermissionDenied) while the user is locked, right PIN
         or not, and on the wrong PIN that locks them.
         """
-        rows = self.store.query("SELECT name, role, secret_hash, active, failed_attempts, locked_until FROM users"
-                                " WHERE name = ?", (name.strip(),))
-        row = rows[0] if rows else None
-        if row is None or not row["active"]:
+        row = self.store.user(name.strip())
+        if row is None or not row.active:
             verify_secret(secret, _dummy_hash())  # same cost whether or not the user exists
             return None
-        until = _parse_time(row["locked_until"])
+        until = _parse_time(row.locked_until)
         if until is not None and until > self.clock():
-            raise AccountLocked(row["name"], until, self.max_attempts)
-        if verify_secret(secret, row["secret_hash"]):
-            if row["failed_attempts"] or row["locked_until"] or needs_rehash(row["secret_hash"]):
-                self._signed_in(row["name"], secret, row["secret_hash"])
-            return User(row["name"], row["role"])
-        self._failed(row["name"])
+            raise AccountLocked(row.name, until, self.max_attempts)
+        if verify_secret(secret, row.secret_hash):
+            if row.failed_attempts or row.locked_until or needs_rehash(row.secret_hash):
+                upgraded = hash_secret(secret) if needs_rehash(row.secret_hash) else row.secret_hash
+                with self.store.write() as tx:
+                    tx.set_user_secret(row.name, upgraded)  # also clears the failed attempts and the lock
+            return User(row.name, row.role)
+        self._failed(row.name)
         return None
-
-    def _signed_in(self, name: str, secret: str, stored: str) -> None:
-        upgraded = hash_secret(secret) if needs_rehash(stored) else stored
-        with self.store.transaction() as conn:
-            conn.execute("UPDATE users SET failed_attempts = 0, locked_until = NULL, secret_hash = ? WHERE name = ?",
-                         (upgraded, name))
 
     def _failed(self, name: str) -> None:
         until = None
-        with self.store.transaction() as conn:
-            attempts = conn.execute("UPDATE users SET failed_attempts = failed_attempts + 1 WHERE name = ?"
-                                    " RETURNING failed_attempts", (name,)).fetchone()[0]
-            audit(conn, name, "user.signin_failed", new={"name": name, "failed_attempts": attempts},
-                  reason="wrong PIN")
+        with self.store.write() as tx:
+            attempts = tx.count_failed_sign_in(name)
+            tx.append_audit(name, "user.signin_failed", new={"name": name, "failed_attempts": attempts}, reason="wrong PIN")
             if attempts >= self.max_attempts:
                 until = self.clock() + self.lock_time
-                conn.execute("UPDATE users SET failed_attempts = 0, locked_until = ? WHERE name = ?", (iso_utc(until), name))
-                audit(conn, name, "user.locked", new={"name": name, "until": iso_utc(until), "failed_attempts": attempts},
-                      reason=f"{attempts} wrong PINs")
+                tx.lock_user(name, until)
+                tx.append_audit(name, "user.locked", new={"name": name, "until": iso_utc(until), "failed_attempts": attempts},
+                                reason=f"{attempts} wrong PINs")
         if until is not None:
             raise AccountLocked(name, until, self.max_attempts)
-
-
-def _reader(conn: sqlite3.Connection) -> Query:
-    return lambda sql, params=(): conn.execute(sql, params).fetchall()
 
 
 def _valid_name(name: str) -> str:

@@ -90,8 +90,7 @@ def main() -> None:
     args = p.parse_args()
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-    from app.review import GalleryFilter, gallery_count, gallery_page
-    from app.store import InspectionStore
+    from app.store import GalleryFilter, InspectionStore
 
     tmp = tempfile.TemporaryDirectory()
     db = args.db or Path(tmp.name) / "inspections.sqlite"
@@ -111,11 +110,11 @@ def main() -> None:
         "one week": GalleryFilter(start=start, end=start + timedelta(days=7)),
     }
     for name, flt in cases.items():
-        count = timed(lambda flt=flt: gallery_count(store, flt))
-        page = timed(lambda flt=flt: gallery_page(store, flt, "newest", 0, 48))
-        print(f"{name:34s} count {count:7.1f} ms   first page {page:6.1f} ms   ({gallery_count(store, flt)} matches)")
-    print(f"{'deep page (page 1,000, no filter)':34s} {timed(lambda: gallery_page(store, GalleryFilter(), 'newest', 1000, 48)):6.1f} ms")
-    print(f"{'first page by highest score':34s} {timed(lambda: gallery_page(store, GalleryFilter(), 'highest score', 0, 48)):6.1f} ms")
+        count = timed(lambda flt=flt: store.gallery_count(flt))
+        page = timed(lambda flt=flt: store.gallery_page(flt, "newest", 0, 48))
+        print(f"{name:34s} count {count:7.1f} ms   first page {page:6.1f} ms   ({store.gallery_count(flt)} matches)")
+    print(f"{'deep page (page 1,000, no filter)':34s} {timed(lambda: store.gallery_page(GalleryFilter(), 'newest', 1000, 48)):6.1f} ms")
+    print(f"{'first page by highest score':34s} {timed(lambda: store.gallery_page(GalleryFilter(), 'highest score', 0, 48)):6.1f} ms")
 
     from app.ui.run import qt_application
 

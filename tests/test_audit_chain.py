@@ -33,7 +33,7 @@ def db(tmp_path):
         qa = ReviewService(store, User("quinn", "qa"))
         qa.set_verdict(first, PASS, "reflection")
         qa.set_verdict(first, FAIL, "second look")
-        qa.mark_false_positive(third, store.get(third)["detections"][0]["id"], "dust")
+        qa.mark_false_positive(third, store.inspection(third).detections[0].id, "dust")
         users.set_role("quinn", "supervisor", by=root)
     return path
 
@@ -41,6 +41,12 @@ def db(tmp_path):
 def plain(path) -> sqlite3.Connection:
     """A connection that does not use our code (no pragmas, autocommit)."""
     return sqlite3.connect(path, isolation_level=None)
+
+
+def verify_read_only(path):
+    """`verify` over the log opened read-only, as `audit verify` opens it."""
+    with InspectionStore(path, read_only=True) as log:
+        return verify(log)
 
 
 def run_verify(path, *extra):
@@ -146,7 +152,7 @@ def test_a_changed_and_rehashed_record_breaks_the_next_link(db):
     row["new_value"] = json.dumps({"name": "quinn", "role": "admin"})
     conn.execute("UPDATE audit SET new_value = ?, hash = ? WHERE id = 2", (row["new_value"], record_hash(row)))
     conn.close()
-    report = verify(plain(db)).audit
+    report = verify_read_only(db).audit
     assert report.record_id == 2 and "#2 was changed and re-hashed" in report.problem
     code, out = run_verify(db)
     assert code == 1 and "audit record #2 was changed and re-hashed" in out
@@ -195,7 +201,7 @@ def test_removing_the_newest_records_is_caught_against_a_noted_head(db):
     conn.execute("DROP TRIGGER audit_append_only_delete")
     conn.execute("DELETE FROM audit WHERE id = 6")
     conn.close()
-    report = verify(plain(db)).audit  # what is left is a shorter, intact chain ...
+    report = verify_read_only(db).audit  # what is left is a shorter, intact chain ...
     assert report.problem is None and report.count == 5
     code, out = run_verify(db, "--expect-head", head)  # ... which the noted head exposes
     assert code == 1 and f"the expected head {head} is not in either chain" in out, out
@@ -241,11 +247,13 @@ def test_an_existing_v2_log_migrates_with_its_records_chained(tmp_path):
     path = tmp_path / "old.sqlite"
     _v2_log(path)
     with InspectionStore(path) as store:
-        assert store.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 4
-        current = {r["inspection_id"]: (r["qa_verdict"], r["audit_id"]) for r in store.query("SELECT * FROM current_reviews")}
+        assert store.schema_version == SCHEMA_VERSION == 4
+        assert plain(path).execute("PRAGMA user_version").fetchone()[0] == 4
+        current = {r.inspection_id: (r.qa_verdict, r.audit_id) for r in store.current_reviews()}
         # The re-reviewed one keeps QA's latest word; the box-only one now counts as reviewed, station verdict kept.
         assert current == {1: ("FAIL", 3), 2: ("FAIL", 4)}
-        assert {r[0] for r in store.query("SELECT name FROM sqlite_master WHERE type = 'trigger'")} == set(guard_triggers())
+        assert {r[0] for r in plain(path).execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")} == set(guard_triggers())
+        assert store.missing_guards() == []
     rows = audit_rows(path)
     assert [r["id"] for r in rows] == [1, 2, 3, 4] and all(r["hash"] == record_hash(r) for r in rows)
     code, out = run_verify(path)
@@ -332,7 +340,7 @@ def test_pictures_changed_after_they_were_saved_are_caught(db):
     code, out = run_verify(db, "--pictures")
     assert code == 0, out
     with InspectionStore(db) as store:
-        picture = store.resolve(store.get(1)["annotated_path"])
+        picture = store.resolve(store.inspection(1).annotated_path)
     picture.write_bytes(picture.read_bytes()[:-10] + b"0123456789")
     code, out = run_verify(db)  # the chains alone do not read the pictures
     assert code == 0, out

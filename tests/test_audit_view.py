@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import astuple
+from dataclasses import asdict, astuple
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -31,13 +31,13 @@ def test_review_actions_read_as_words(store):
     inspection = log(store, 0, FAIL, [Detection("scratch", 0.8712, (12.0, 40.004, 80.0, 200.456))])
     qa = reviewer(store)
     service = ReviewService(store, qa)
-    scratch = store.get(inspection)["detections"][0]["id"]
+    scratch = store.inspection(inspection).detections[0].id
     service.mark_false_positive(inspection, scratch, "reflection of the lamp")
     service.set_verdict(inspection, PASS, "no real defect")
     service.add_missed(inspection, "pit", (100.126, 30, 130, 60.5), "pit cluster missed")
     service.set_verdict(inspection, PASS, "checked again")
     service.set_verdict(inspection, FAIL, "the pits fail it after all")
-    history = service.state(inspection).history
+    history = [asdict(h) for h in service.state(inspection).history]
     rows = [describe_audit(h, tz=BERLIN) for h in history]
     assert [(r.who, r.what, r.change, r.reason) for r in rows] == [
         (qa.name, "false positive marked", "scratch 0.87 → false positive", "reflection of the lamp"),
@@ -61,7 +61,7 @@ def test_user_and_settings_changes_and_unknown_records(store):
     users.add("ana", "operator", "246810", by=admin)
     users.set_role("ana", "qa", by=admin)
     users.set_active("ana", False, by=admin)
-    rows = [describe_audit(dict(r)) for r in store.query("SELECT * FROM audit ORDER BY id")]
+    rows = [describe_audit(asdict(r)) for r in store.audit_records()]
     assert [(r.what, r.change) for r in rows][-3:] == [
         ("user added", "name ana, role operator"), ("role changed", "ana: role operator → qa"), ("user disabled", "name ana")]
 

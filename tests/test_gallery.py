@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 from test_review import QA, log
 
 from app.settings import StationSettings
-from app.store import InspectionStore
+from app.store import GalleryFilter, InspectionStore
 from app.ui.gallery import GalleryWidget
 from app.ui.station_window import StationWindow
 from app.users import User
@@ -49,7 +49,7 @@ def test_gallery_filters_review_and_audit(qtbot, store):
     assert g.boxes_table.rowCount() == 1 and g.boxes_table.item(0, 0).text() == "scratch"
 
     qtbot.mouseClick(g.pass_button, Qt.MouseButton.LeftButton)  # no reason: refused
-    assert "reason" in g.message.text() and store.query("SELECT COUNT(*) FROM audit")[0][0] == 0
+    assert "reason" in g.message.text() and store.audit_records() == []
     g.boxes_table.selectRow(0)
     g.reason_edit.setText("reflection of the lamp")
     qtbot.mouseClick(g.fp_button, Qt.MouseButton.LeftButton)
@@ -68,10 +68,10 @@ def test_gallery_filters_review_and_audit(qtbot, store):
     qtbot.mouseMove(v.viewport(), b)
     qtbot.mouseRelease(v.viewport(), Qt.MouseButton.LeftButton, pos=b)
     assert g.boxes_table.rowCount() == 2 and g.boxes_table.item(1, 4).text().startswith("missed")
-    (x1, y1, x2, y2), = [tuple(r) for r in store.query("SELECT x1, y1, x2, y2 FROM review_boxes WHERE kind = 'missed'")]
+    (x1, y1, x2, y2), = [b.box for b in store.review_boxes() if b.kind == "missed"]
     assert abs(x1 - 100) < 3 and abs(y2 - 60) < 3
 
-    actions = [r[0] for r in store.query("SELECT action FROM audit WHERE inspection_id = ? ORDER BY id", (first,))]
+    actions = [a.action for a in store.audit_records(inspection_id=first)]
     assert actions == ["review.false_positive", "review.override", "review.missed"]
     # The audit trail is a table in words, newest last, nothing scrolled off to the right.
     assert [g.history.horizontalHeaderItem(c).text() for c in range(5)] == ["when", "who", "what", "old → new", "reason"]
@@ -83,7 +83,7 @@ def test_gallery_filters_review_and_audit(qtbot, store):
     assert re.fullmatch(r"pit at \(\d+(\.\d\d?)?, \d+(\.\d\d?)?, \d+(\.\d\d?)?, \d+(\.\d\d?)?\)", cells[2][3])
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", c[0]) for c in cells)
     assert g.history.horizontalHeader().stretchLastSection() and g.history.wordWrap()
-    assert store.get(first)["verdict"] == FAIL  # the station's verdict stays as logged
+    assert store.inspection(first).verdict == FAIL  # the station's verdict stays as logged
     g.reviewed_combo.setCurrentText("reviewed")
     assert g.thumbs.count() == 1 and "QA PASS" in g.thumbs.item(0).text()
     before = v.transform().m11()
@@ -103,10 +103,10 @@ def test_training_set_export_from_the_gallery_says_what_it_did(qtbot, store, tmp
                                    "review some first.")
     assert g.export_box.isVisible() and g.message.text() == g.export_box.text()
 
-    ids = [r[0] for r in store.query("SELECT id FROM inspections ORDER BY id")]
+    ids = store.gallery_ids(GalleryFilter())
     for i, verdict in zip(ids, (FAIL, PASS, FAIL)):
         g.service.set_verdict(i, verdict, "checked")
-    store.resolve(store.get(ids[2])["image_path"]).unlink()
+    store.resolve(store.inspection(ids[2]).image_path).unlink()
     g.verdict_combo.setCurrentText(FAIL)  # the current filter: the station's FAILs only
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a: str(tmp_path / "fails"))
     g.export_button.click()
@@ -142,10 +142,10 @@ def test_admin_rule_change_is_audited_and_gallery_tab_opens(qtbot, tmp_path, sto
     assert w.gallery is not None and w.gallery.thumbs.count() == 3
     new_rule = VerdictRule(classes={"scratch": ClassRule(0.5, 20.0)})
     w.apply_settings(replace(w.settings, rule=new_rule, station_name="line 9"))
-    rows = store.query("SELECT user, action, old_value, new_value FROM audit WHERE action != 'settings.file' ORDER BY id")
-    assert [(r["user"], r["action"]) for r in rows] == [("root", "settings.rule"), ("root", "settings.change")]
-    assert json.loads(rows[0]["new_value"])["rule"]["classes"]["scratch"] == {"min_score": 0.5, "min_size": 20.0}
-    assert json.loads(rows[1]["new_value"]) == {"station_name": "line 9"}
+    rows = [a for a in store.audit_records() if a.action != "settings.file"]
+    assert [(r.user, r.action) for r in rows] == [("root", "settings.rule"), ("root", "settings.change")]
+    assert json.loads(rows[0].new_value)["rule"]["classes"]["scratch"] == {"min_score": 0.5, "min_size": 20.0}
+    assert json.loads(rows[1].new_value) == {"station_name": "line 9"}
     assert w.inspector.rule == new_rule
 
 
@@ -176,5 +176,5 @@ def test_admin_manages_users_in_the_dialog(qtbot, store):
     dlg.set_role_combo.setCurrentText("qa")
     dlg.set_role_button.click()
     assert users.authenticate("olga", "246813") == User("olga", "qa")
-    actions = [r[0] for r in store.query("SELECT action FROM audit ORDER BY id")]
+    actions = [a.action for a in store.audit_records()]
     assert actions == ["user.add", "user.add", "user.role"]

@@ -18,7 +18,7 @@ from app.cli import main as cli_main
 from app.reports import ReportError, daily_summary, export_csv, neutralise, per_inspection, trends, write_csv
 from app.review import ReviewService
 from app.roi import Roi
-from app.store import InspectionRecord, InspectionStore
+from app.store import InspectionRecord, InspectionStore, StoreError
 from app.users import SETUP_USER, User, UserDirectory
 from detector import Detection
 
@@ -197,14 +197,17 @@ def test_trends_data(log_db):
 
 
 def test_queries_use_the_created_at_index(log_db):
-    conn = reports.open_db(log_db)
-    for sql in (reports._INSPECTIONS.format(extra=""), reports._PER_CLASS, reports._SHOWN_SCORES,
-                reports._REVIEWS.format(reviews=reports.CURRENT_REVIEWS), reports._QA_VERDICTS.format(reviews=reports.CURRENT_REVIEWS)):
+    from app.store import sqlite as sqlite_log
+
+    conn = sqlite3.connect(log_db)
+    for sql in (sqlite_log.REPORT_INSPECTIONS, sqlite_log.REPORT_LIST, sqlite_log.REPORT_CLASS_STATS, sqlite_log.REPORT_SCORES,
+                sqlite_log.REPORT_REVIEWS.format(reviews="current_reviews")):
         plan = " ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, ("a", "b")))
         assert "ix_inspections_created" in plan, plan
-    with pytest.raises(sqlite3.OperationalError):  # read-only
-        conn.execute("DELETE FROM inspections")
     conn.close()
+    with InspectionStore(log_db, read_only=True) as log:  # what a report opens a file with
+        with pytest.raises(StoreError, match="read-only"):
+            add(log, (2026, 11, 2, 8, 0))
 
 
 def test_cli_export_csv(log_db, tmp_path):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from conftest import run_app
 
-from app.review import GalleryFilter, ReviewService, export_training_set, gallery_count, gallery_page
+from app.review import ReviewService, export_training_set
 from app.roi import Roi
-from app.store import InspectionRecord, InspectionStore
+from app.store import GalleryFilter, InspectionRecord, InspectionStore
 from app.users import PermissionDenied, User, UserDirectory, hash_secret, verify_secret
 from app.verdict import FAIL, PASS
 from detector import Detection
@@ -45,44 +45,48 @@ def store(tmp_path):
 
 
 def test_gallery_filters_sorting_and_paging(store):
-    assert gallery_count(store, GalleryFilter()) == 4
-    assert [r["verdict"] for r in gallery_page(store, GalleryFilter(), "oldest")] == [FAIL, PASS, FAIL, PASS]
-    assert gallery_count(store, GalleryFilter(verdict=FAIL)) == 2
-    assert gallery_count(store, GalleryFilter(label="scratch")) == 1  # only shown detections count
-    assert gallery_count(store, GalleryFilter(label="pit", min_score=0.4, max_score=0.5)) == 1
-    assert gallery_count(store, GalleryFilter(operator="bob")) == 1
-    assert gallery_count(store, GalleryFilter(part_id="HACK")) == 1
-    assert gallery_count(store, GalleryFilter(part_id="%")) == 0  # LIKE wildcards are literal
-    assert gallery_count(store, GalleryFilter(start=T0 + timedelta(hours=1), end=T0 + timedelta(hours=3))) == 2
-    assert [r["max_score"] for r in gallery_page(store, GalleryFilter(), "highest score")][:2] == [0.8, 0.45]
-    page = gallery_page(store, GalleryFilter(), "newest", page=1, page_size=3)
-    assert len(page) == 1 and page[0]["part_id"] == "SN-000"
+    assert store.gallery_count(GalleryFilter()) == 4
+    assert [r.verdict for r in store.gallery_page(GalleryFilter(), "oldest")] == [FAIL, PASS, FAIL, PASS]
+    assert store.gallery_count(GalleryFilter(verdict=FAIL)) == 2
+    assert store.gallery_count(GalleryFilter(label="scratch")) == 1  # only shown detections count
+    assert store.gallery_count(GalleryFilter(label="pit", min_score=0.4, max_score=0.5)) == 1
+    assert store.gallery_count(GalleryFilter(operator="bob")) == 1
+    assert store.gallery_count(GalleryFilter(part_id="HACK")) == 1
+    assert store.gallery_count(GalleryFilter(part_id="%")) == 0  # LIKE wildcards are literal
+    assert store.gallery_count(GalleryFilter(start=T0 + timedelta(hours=1), end=T0 + timedelta(hours=3))) == 2
+    assert [r.max_score for r in store.gallery_page(GalleryFilter(), "highest score")][:2] == [0.8, 0.45]
+    page = store.gallery_page(GalleryFilter(), "newest", page=1, page_size=3)
+    assert len(page) == 1 and page[0].part_id == "SN-000"
+    assert store.gallery_ids(GalleryFilter(verdict=PASS)) == [2, 4]
+    assert store.operators() == ["ana", "bob"] and store.labels() == ["pit", "scratch"]
+    with pytest.raises(ValueError, match="sort must be one of newest, oldest"):
+        store.gallery_page(GalleryFilter(), "cheapest")
 
 
 def test_review_override_and_box_changes_are_audited_and_never_overwrite(store):
     service = ReviewService(store, QA)
-    first = gallery_page(store, GalleryFilter(), "oldest")[0]["id"]
-    dets = store.get(first)["detections"]
-    scratch = next(d for d in dets if d["label"] == "scratch")
+    first = store.gallery_page(GalleryFilter(), "oldest")[0].id
+    dets = store.inspection(first).detections
+    scratch = next(d for d in dets if d.label == "scratch")
     with pytest.raises(ValueError, match="reason"):
         service.set_verdict(first, PASS, "  ")
-    service.mark_false_positive(first, scratch["id"], "reflection, not a scratch")
+    service.mark_false_positive(first, scratch.id, "reflection, not a scratch")
     service.set_verdict(first, PASS, "only a reflection")
     service.add_missed(first, "pit", (100, 30, 130, 60), "pit cluster missed")
     service.set_verdict(first, FAIL, "on second look the pits fail it")
 
     state = service.state(first)
-    assert state.inspection["verdict"] == FAIL  # the station's verdict is untouched
-    assert state.qa_verdict == FAIL and state.false_positive_ids == {scratch["id"]}
-    assert state.missed == [{"label": "pit", "box": (100.0, 30.0, 130.0, 60.0)}]
-    actions = [(h["action"], h["user"]) for h in state.history]
+    assert state.inspection.verdict == FAIL  # the station's verdict is untouched
+    assert state.qa_verdict == FAIL and state.false_positive_ids == {scratch.id}
+    assert [(m.label, m.box) for m in state.missed] == [("pit", (100.0, 30.0, 130.0, 60.0))]
+    actions = [(h.action, h.user) for h in state.history]
     assert actions == [("review.false_positive", "quinn"), ("review.override", "quinn"), ("review.missed", "quinn"),
                        ("review.confirm", "quinn")]
     override = state.history[1]
-    assert json.loads(override["old_value"])["verdict"] == FAIL and json.loads(override["new_value"]) == {"verdict": PASS}
-    assert override["reason"] == "only a reflection" and override["at"].endswith("Z")
-    assert gallery_count(store, GalleryFilter(reviewed=True)) == 1
-    assert gallery_count(store, GalleryFilter(reviewed=False)) == 3
+    assert json.loads(override.old_value)["verdict"] == FAIL and json.loads(override.new_value) == {"verdict": PASS}
+    assert override.reason == "only a reflection" and override.at.endswith("Z")
+    assert store.gallery_count(GalleryFilter(reviewed=True)) == 1
+    assert store.gallery_count(GalleryFilter(reviewed=False)) == 3
 
     conn = sqlite3.connect(store.db_path)  # even straight SQL cannot rewrite history
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
@@ -113,11 +117,11 @@ def test_users_pins_are_salted_hashes_and_changes_audited(store):
     users.set_role("ana", "qa", by=admin)
     users.set_active("ana", False, by=admin)
     assert users.authenticate("ana", "123456") is None
-    stored = [r[0] for r in store.query("SELECT secret_hash FROM users")]
+    stored = [u.secret_hash for u in store.users()]
     assert all(h.startswith("scrypt$") and "123456" not in h and "987654" not in h for h in stored)
     assert hash_secret("123456") != hash_secret("123456")  # salted
     assert verify_secret("123456", hash_secret("123456")) and not verify_secret("123456", "garbage")
-    actions = [r[0] for r in store.query("SELECT action FROM audit ORDER BY id")]
+    actions = [a.action for a in store.audit_records()]
     assert actions == ["user.add", "user.add", "user.signin_failed", "user.role", "user.disable"]
 
 
@@ -137,31 +141,31 @@ def test_users_command(tmp_path):
 
 def test_every_qa_action_marks_the_inspection_reviewed_with_a_current_verdict(store):
     service = ReviewService(store, QA)
-    ids = [r["id"] for r in gallery_page(store, GalleryFilter(), "oldest")]
-    scratch = next(d for d in store.get(ids[0])["detections"] if d["label"] == "scratch")
-    service.mark_false_positive(ids[0], scratch["id"], "reflection")  # a box correction alone
+    ids = [r.id for r in store.gallery_page(GalleryFilter(), "oldest")]
+    scratch = next(d for d in store.inspection(ids[0]).detections if d.label == "scratch")
+    service.mark_false_positive(ids[0], scratch.id, "reflection")  # a box correction alone
     service.add_missed(ids[1], "pit", (100, 30, 130, 60), "pit the model missed")
     service.set_verdict(ids[2], PASS, "cosmetic")
     service.add_missed(ids[2], "scratch", (1, 1, 40, 5), "faint scratch, still cosmetic")
     # Reviewed, each with QA's current word: the verdict in force is kept by a box correction
     # (the station's, or QA's latest); only confirm/override changes it.
-    assert gallery_count(store, GalleryFilter(reviewed=True)) == 3
-    current = {r["inspection_id"]: (r["qa_verdict"], r["reviewer"]) for r in store.query("SELECT * FROM current_reviews")}
+    assert store.gallery_count(GalleryFilter(reviewed=True)) == 3
+    current = {r.inspection_id: (r.qa_verdict, r.reviewer) for r in store.current_reviews()}
     assert current == {ids[0]: (FAIL, "quinn"), ids[1]: (PASS, "quinn"), ids[2]: (PASS, "quinn")}
-    assert [r["qa_verdict"] for r in gallery_page(store, GalleryFilter(), "oldest")] == [FAIL, PASS, PASS, None]
-    assert gallery_count(store, GalleryFilter(qa_verdict=PASS)) == 2
-    assert json.loads(service.state(ids[0]).history[0]["new_value"]) == {"false_positive": True, "verdict": FAIL}
+    assert [r.qa_verdict for r in store.gallery_page(GalleryFilter(), "oldest")] == [FAIL, PASS, PASS, None]
+    assert store.gallery_count(GalleryFilter(qa_verdict=PASS)) == 2
+    assert json.loads(service.state(ids[0]).history[0].new_value) == {"false_positive": True, "verdict": FAIL}
     # History is appended, never rewritten: one reviews row per QA action.
-    assert store.query("SELECT COUNT(*) FROM reviews")[0][0] == 4
+    assert len(store.reviews()) == 4
     service.set_verdict(ids[0], PASS, "only the reflection")
-    assert service.state(ids[0]).qa_verdict == PASS and gallery_count(store, GalleryFilter(qa_verdict=FAIL)) == 0
+    assert service.state(ids[0]).qa_verdict == PASS and store.gallery_count(GalleryFilter(qa_verdict=FAIL)) == 0
 
 
 def test_reviewed_inspections_export_as_a_training_set_the_detector_reads(store, tmp_path):
     service = ReviewService(store, QA)
-    ids = [r["id"] for r in gallery_page(store, GalleryFilter(), "oldest")]
-    scratch = next(d for d in store.get(ids[0])["detections"] if d["label"] == "scratch")
-    service.mark_false_positive(ids[0], scratch["id"], "reflection")
+    ids = [r.id for r in store.gallery_page(GalleryFilter(), "oldest")]
+    scratch = next(d for d in store.inspection(ids[0]).detections if d.label == "scratch")
+    service.mark_false_positive(ids[0], scratch.id, "reflection")
     service.add_missed(ids[0], "pit", (100, 30, 130, 60), "missed")
     service.set_verdict(ids[0], FAIL, "pits")
     service.set_verdict(ids[1], PASS, "clean")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from test_review import log
 
-from app.store import InspectionStore, StoreError
+from app.store import GalleryFilter, InspectionStore, StoreError
 from app.verdict import FAIL, PASS
 from detector import Detection
 
@@ -27,8 +27,10 @@ def pictures(store: InspectionStore) -> list[Path]:
 
 def test_pictures_of_an_inspection_that_could_not_be_logged_are_removed(tmp_path):
     store = InspectionStore(tmp_path / "data" / "inspections.sqlite")
-    # The database cannot grow any more: what a full disk does to SQLite ("database or disk is full").
-    store.query("PRAGMA max_page_count = " + str(store.query("PRAGMA page_count")[0][0]))
+    # The database cannot grow any more: what a full disk does to SQLite ("database or disk is full"),
+    # set on the store's own writer connection (the pragma holds per connection).
+    writer = store._conn
+    writer.execute("PRAGMA max_page_count = " + str(writer.execute("PRAGMA page_count").fetchone()[0]))
     logged, error = 0, None
     for i in range(200):
         try:
@@ -38,9 +40,9 @@ def test_pictures_of_an_inspection_that_could_not_be_logged_are_removed(tmp_path
             error = str(exc)
             break
     assert error is not None and "full" in error, error
-    rows = store.query("SELECT uid, image_path, annotated_path FROM inspections")
+    rows = [store.inspection(i) for i in store.gallery_ids(GalleryFilter())]
     assert len(rows) == logged
-    assert pictures(store) == sorted(store.root / p for r in rows for p in (r["image_path"], r["annotated_path"]))
+    assert pictures(store) == sorted(store.root / p for r in rows for p in (r.image_path, r.annotated_path))
     store.close()
 
 
@@ -86,10 +88,10 @@ def test_orphan_pictures_are_swept_at_start(tmp_path):
     with InspectionStore(db) as store:
         assert not any(p.exists() for p in old)
         assert all(p.exists() for p in young + logged + [other])
-        (record,) = store.query("SELECT user, action, new_value FROM audit WHERE action = 'store.orphans_removed'")
-        assert record["user"] == "station"
-        assert sorted(json.loads(record["new_value"])["files"]) == sorted(p.relative_to(db.parent).as_posix() for p in old)
-        assert store.get(kept)["verdict"] == FAIL
+        (record,) = store.audit_records(action="store.orphans_removed")
+        assert record.user == "station"
+        assert sorted(json.loads(record.new_value)["files"]) == sorted(p.relative_to(db.parent).as_posix() for p in old)
+        assert store.inspection(kept).verdict == FAIL
     # Later, once old enough, the young pair goes too (its folder changed since the last sweep).
     for p in young:
         os.utime(p, (time.time() - 3600,) * 2)
@@ -161,7 +163,7 @@ def test_a_folder_without_write_permission_is_named(tmp_path):
 
 def test_values_of_any_numeric_type_are_hashed_as_they_are_stored(tmp_path):
     """numpy scores, integer thresholds and boxes: the chain verifies what SQLite gives back."""
-    from app.audit import open_read_only, verify
+    from app.audit import verify
     from app.roi import Roi
     from app.store import InspectionRecord
 
@@ -172,5 +174,6 @@ def test_values_of_any_numeric_type_are_hashed_as_they_are_stored(tmp_path):
                                model_version="v", threshold=1, rule_json="{}", verdict=FAIL, detections=[det], shown=[0],
                                failing=[0], inference_ms=5)
         store.record(rec, np.zeros((8, 16), np.uint8))
-    report = verify(open_read_only(db), pictures_root=db.parent)
+    with InspectionStore(db, read_only=True) as log:
+        report = verify(log, pictures_root=db.parent)
     assert report.ok and report.inspections.count == 1, report

@@ -9,8 +9,8 @@ from test_reports import reviewer
 from test_review import log
 
 from app.cli import main as cli_main
-from app.review import GalleryFilter, ReviewService
-from app.store import InspectionStore
+from app.review import ReviewService
+from app.store import GalleryFilter, InspectionStore
 from app.training_export import export_reviewed
 from app.verdict import FAIL, PASS
 from detector import Detection
@@ -42,10 +42,10 @@ def test_nothing_reviewed_says_why_and_fails(store, tmp_path, capsys):
 
 def test_exported_and_skipped_inspections_are_listed(store, tmp_path, capsys):
     qa = ReviewService(store, reviewer(store))
-    first, second, _ = (r[0] for r in store.query("SELECT id FROM inspections ORDER BY id"))
+    first, second, _ = store.gallery_ids(GalleryFilter())
     qa.set_verdict(first, FAIL, "scratch")
     qa.set_verdict(second, PASS, "clean")
-    store.resolve(store.get(second)["image_path"]).unlink()  # its frame is gone
+    store.resolve(store.inspection(second).image_path).unlink()  # its frame is gone
 
     assert cli_main(export_cli(store, tmp_path / "cli")) == 0
     out = capsys.readouterr().out.splitlines()

@@ -71,7 +71,7 @@ def test_date_edits_refresh_after_a_pause(qtbot, db):
     qtbot.waitUntil(lambda: widget.data is None, timeout=3000)
     assert "starts after it ends" in widget.status.text() and len(widget.class_curves) == 0
     with pytest.raises(ReportError):
-        widget.export(widget.db_path.parent / "x.csv", per_inspection=False)
+        widget.export(db.parent / "x.csv", per_inspection=False)
 
 
 def test_export_and_png(qtbot, db, tmp_path):
@@ -131,7 +131,7 @@ def test_png_names_the_stations_and_dates(qtbot, db, tmp_path):
     assert image.height() == charts.export(toBytes=True).height() + CAPTION_PX  # a band above the charts ...
     assert dark_pixels(image, 0, CAPTION_PX) > 100  # ... with the caption's text in it
 
-    with InspectionStore(widget.db_path) as store:  # two stations: both named
+    with InspectionStore(db) as store:  # two stations: both named
         add(store, (2026, 11, 3, 9, 0), station="line-2")
     widget.refresh()
     assert widget.caption() == "line-1, line-2 · 2026-11-01 – 2026-11-05"

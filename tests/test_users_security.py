@@ -53,7 +53,14 @@ ROOT = User("root", "admin")
 
 
 def actions(store) -> list[str]:
-    return [r[0] for r in store.query("SELECT action FROM audit ORDER BY id")]
+    return [a.action for a in store.audit_records()]
+
+
+def by_hand(db, statement: str, params=()) -> None:
+    """A change made outside the station, with a plain connection."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute(statement, params)
+    conn.close()
 
 
 def test_pins_have_at_least_six_digits_by_default(store, db):
@@ -84,8 +91,8 @@ def test_five_wrong_pins_lock_the_user_for_five_minutes_across_restarts(db, user
         users.authenticate("quinn", "000005")
     assert locked.value.until == clock.now + timedelta(minutes=5)
     assert actions(store)[-6:] == ["user.signin_failed"] * 5 + ["user.locked"]
-    lock = store.query("SELECT user, new_value FROM audit WHERE action = 'user.locked'")[0]
-    assert lock["user"] == "quinn" and json.loads(lock["new_value"])["until"] == "2026-11-02T08:05:00.000Z"
+    (lock,) = store.audit_records(action="user.locked")
+    assert lock.user == "quinn" and json.loads(lock.new_value)["until"] == "2026-11-02T08:05:00.000Z"
 
     store.close()  # a restart does not reset it
     with InspectionStore(db) as again:
@@ -100,7 +107,7 @@ def test_five_wrong_pins_lock_the_user_for_five_minutes_across_restarts(db, user
             assert users.authenticate("quinn", "999999") is None
         assert users.authenticate("quinn", QA_PIN) == User("quinn", "qa")
         assert users.authenticate("quinn", "999999") is None  # a good sign-in resets the count
-        assert again.query("SELECT failed_attempts FROM users WHERE name = 'quinn'")[0][0] == 1
+        assert again.user("quinn").failed_attempts == 1
 
 
 def test_a_new_pin_from_an_admin_lifts_the_lock(users, store):
@@ -112,12 +119,11 @@ def test_a_new_pin_from_an_admin_lifts_the_lock(users, store):
     assert users.authenticate("quinn", "246802") == User("quinn", "qa")
 
 
-def test_old_hashes_verify_and_are_upgraded_at_sign_in(users, store):
+def test_old_hashes_verify_and_are_upgraded_at_sign_in(users, store, db):
     old = hash_secret(QA_PIN, n=2**14, r=8, p=1)  # what the previous release stored
-    with store.transaction() as conn:
-        conn.execute("UPDATE users SET secret_hash = ? WHERE name = 'quinn'", (old,))
+    by_hand(db, "UPDATE users SET secret_hash = ? WHERE name = 'quinn'", (old,))
     assert users.authenticate("quinn", QA_PIN) == User("quinn", "qa")
-    stored = store.query("SELECT secret_hash FROM users WHERE name = 'quinn'")[0][0]
+    stored = store.user("quinn").secret_hash
     assert stored != old and stored.split("$")[1] == str(SCRYPT_N) and verify_secret(QA_PIN, stored)
 
 
@@ -139,8 +145,7 @@ def test_the_last_active_admin_cannot_be_disabled_or_demoted(users):
 
 
 def test_adding_users_needs_an_admin_once_any_user_was_ever_created(users, store, db):
-    with store.transaction() as conn:  # every user disabled by hand
-        conn.execute("UPDATE users SET active = 0")
+    by_hand(db, "UPDATE users SET active = 0")  # every user disabled
     assert not users.is_open() and users.any_users() and not users.any_active()
     with pytest.raises(PermissionDenied):
         users.add("eve", "admin", "666666", by=User("eve", "admin"))
@@ -168,14 +173,14 @@ def test_a_disabled_or_demoted_user_is_refused_at_once(users, store):
     with pytest.raises(PermissionDenied, match="quinn is not an active user"):
         qa.set_verdict(first, FAIL, "changed my mind")
     with pytest.raises(PermissionDenied):
-        qa.mark_false_positive(first, store.get(first)["detections"][0]["id"], "dust")
+        qa.mark_false_positive(first, store.inspection(first).detections[0].id, "dust")
     assert users.current("quinn") is None
     users.set_active("quinn", True, by=ROOT)
     users.set_role("quinn", "operator", by=ROOT)
     assert users.current("quinn") == User("quinn", "operator")
     with pytest.raises(PermissionDenied, match="quinn \\(operator\\) may not review"):
         qa.add_missed(first, "pit", (1, 1, 9, 9), "missed")
-    assert [r["qa_verdict"] for r in store.query("SELECT qa_verdict FROM reviews")] == [PASS]
+    assert [r.qa_verdict for r in store.reviews()] == [PASS]
 
     # A second admin, disabled: the User object they still hold no longer signs anything.
     users.add("ada", "admin", "975310", by=ROOT)

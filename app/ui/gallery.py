@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime, time, timedelta
 
 import cv2
@@ -35,8 +36,8 @@ from PySide6.QtWidgets import (
 )
 
 from app.audit_view import describe_audit
-from app.review import SORTS, GalleryFilter, ReviewService, distinct_values, gallery_count, gallery_page
-from app.store import InspectionStore, StoreError
+from app.review import ReviewService
+from app.store import GALLERY_SORTS, DetectionRow, GalleryFilter, InspectionLog, ReviewBoxRow, StoreError
 from app.training_export import TrainingExport, export_reviewed
 from app.ui.image_view import to_qimage
 from app.users import User
@@ -138,7 +139,7 @@ class ZoomView(QGraphicsView):
 
 
 class GalleryWidget(QWidget):
-    def __init__(self, store: InspectionStore, user: User, colours: dict[str, str] | None = None, parent=None):
+    def __init__(self, store: InspectionLog, user: User, colours: dict[str, str] | None = None, parent=None):
         super().__init__(parent)
         self.store = store
         self.user = user
@@ -171,7 +172,7 @@ class GalleryWidget(QWidget):
             s.setSingleStep(0.05)
             s.setValue(v)
         self.sort_combo = QComboBox()
-        self.sort_combo.addItems(list(SORTS))
+        self.sort_combo.addItems(list(GALLERY_SORTS))
         self.apply_button = QPushButton("Apply")
         self.apply_button.clicked.connect(self.apply_filters)
         self.part_edit.returnPressed.connect(self.apply_filters)
@@ -301,14 +302,15 @@ class GalleryWidget(QWidget):
     # -- filters and pages --------------------------------------------------------
 
     def refresh_choices(self) -> None:
-        for combo, column in ((self.class_combo, "label"), (self.operator_combo, "operator")):
+        present = self.store.labels()
+        for combo, values in ((self.class_combo, present), (self.operator_combo, self.store.operators())):
             current = combo.currentText()
             combo.blockSignals(True)
             combo.clear()
-            combo.addItems([ANY, *distinct_values(self.store, column)])
+            combo.addItems([ANY, *values])
             combo.setCurrentText(current or ANY)
             combo.blockSignals(False)
-        labels = list(dict.fromkeys([*self.colours, *distinct_values(self.store, "label")]))
+        labels = list(dict.fromkeys([*self.colours, *present]))
         self.missed_class.clear()
         self.missed_class.addItems(labels)
 
@@ -331,20 +333,19 @@ class GalleryWidget(QWidget):
         )
 
     def apply_filters(self) -> None:
-        self.total = gallery_count(self.store, self.current_filter())
+        self.total = self.store.gallery_count(self.current_filter())
         self.go_to_page(0)
 
     def go_to_page(self, page: int) -> None:
         pages = max(1, -(-self.total // PAGE_SIZE))
         self.page = min(max(0, page), pages - 1)
-        rows = gallery_page(self.store, self.current_filter(), self.sort_combo.currentText(), self.page, PAGE_SIZE)
+        rows = self.store.gallery_page(self.current_filter(), self.sort_combo.currentText(), self.page, PAGE_SIZE)
         self.thumbs.clear()
         for r in rows:
-            qa = f" → QA {r['qa_verdict']}" if r["qa_verdict"] else ""
-            item = QListWidgetItem(thumbnail(self.store.resolve(r["annotated_path"])),
-                                   f"#{r['id']} {r['verdict']}{qa}\n{r['part_id'] or '—'}")
-            item.setData(Qt.ItemDataRole.UserRole, r["id"])
-            item.setForeground(QColor("#c62828") if (r["qa_verdict"] or r["verdict"]) == FAIL else QColor("#2e7d32"))
+            qa = f" → QA {r.qa_verdict}" if r.qa_verdict else ""
+            item = QListWidgetItem(thumbnail(self.store.resolve(r.annotated_path)), f"#{r.id} {r.verdict}{qa}\n{r.part_id or '—'}")
+            item.setData(Qt.ItemDataRole.UserRole, r.id)
+            item.setForeground(QColor("#c62828") if (r.qa_verdict or r.verdict) == FAIL else QColor("#2e7d32"))
             self.thumbs.addItem(item)
         self.count_label.setText(f"{self.total} inspections — page {self.page + 1} of {pages}")
         self.prev_button.setEnabled(self.page > 0)
@@ -360,47 +361,48 @@ class GalleryWidget(QWidget):
         self.current_id = inspection_id
         st = self.service.state(inspection_id)
         insp = st.inspection
-        path = self.store.resolve(insp["image_path"])
+        path = self.store.resolve(insp.image_path)
         pm = QPixmap(str(path)) if path and path.is_file() else QPixmap()
         if pm.isNull():
-            pm = QPixmap(max(1, insp["frame_w"]), max(1, insp["frame_h"]))
+            pm = QPixmap(max(1, insp.frame_w), max(1, insp.frame_h))
             pm.fill(QColor(60, 60, 60))
         boxes = []
         self.boxes_table.setRowCount(0)
-        for d in insp["detections"]:
-            if not d["shown"]:
+        for d in insp.detections:
+            if not d.shown:
                 continue
-            fp = d["id"] in st.false_positive_ids
-            colour = QColor(128, 128, 128) if fp else QColor(self.colours.get(d["label"], "#CC79A7"))
-            boxes.append(((d["x1"], d["y1"], d["x2"], d["y2"]), colour, fp))
-            self._add_box_row(d["label"], f"{d['score']:.2f}", d, "false positive" if fp else ("fails" if d["fails"] else ""),
-                              d["id"])
+            fp = d.id in st.false_positive_ids
+            colour = QColor(128, 128, 128) if fp else QColor(self.colours.get(d.label, "#CC79A7"))
+            boxes.append((d.box, colour, fp))
+            self._add_box_row(d, "false positive" if fp else ("fails" if d.fails else ""))
         for m in st.missed:
-            x1, y1, x2, y2 = m["box"]
-            boxes.append((m["box"], QColor(self.colours.get(m["label"], "#CC79A7")), True))
-            self._add_box_row(m["label"], "—", {"x1": x1, "y1": y1, "x2": x2, "y2": y2}, "missed (added by QA)", None)
+            boxes.append((m.box, QColor(self.colours.get(m.label, "#CC79A7")), True))
+            self._add_box_row(m, "missed (added by QA)")
         self.view.show_frame(pm, boxes)
         qa = f"QA: <b>{st.qa_verdict}</b>" if st.qa_verdict else "QA: not reviewed"
         self.info_label.setText(
-            f"#{insp['id']} · {insp['created_at']} · station {insp['station']} · operator {insp['operator'] or '—'} · "
-            f"part {insp['part_id'] or '—'}<br>station verdict <b>{insp['verdict']}</b> at threshold {insp['threshold']:.2f} · "
-            f"{qa} · model {insp['model_id']}")
+            f"#{insp.id} · {insp.created_at} · station {insp.station} · operator {insp.operator or '—'} · "
+            f"part {insp.part_id or '—'}<br>station verdict <b>{insp.verdict}</b> at threshold {insp.threshold:.2f} · "
+            f"{qa} · model {insp.model_id}")
         self.history.setRowCount(0)
         for h in st.history:
             row = self.history.rowCount()
             self.history.insertRow(row)
-            a = describe_audit(h)
+            a = describe_audit(asdict(h))
             for col, text in enumerate((a.when, a.who, a.what, a.change, a.reason)):
                 item = QTableWidgetItem(text)
                 item.setToolTip(text)
                 self.history.setItem(row, col, item)
         self.history.resizeRowsToContents()
 
-    def _add_box_row(self, label: str, score: str, d: dict, status: str, detection_id: int | None) -> None:
+    def _add_box_row(self, box: DetectionRow | ReviewBoxRow, status: str) -> None:
+        """A detection (its id kept on the row, for marking it a false positive) or a box QA added."""
+        detection_id = box.id if isinstance(box, DetectionRow) else None
+        score = f"{box.score:.2f}" if isinstance(box, DetectionRow) else "—"
         row = self.boxes_table.rowCount()
         self.boxes_table.insertRow(row)
-        w, h = d["x2"] - d["x1"], d["y2"] - d["y1"]
-        cells = [label, score, f"{w:.0f}×{h:.0f}", f"({d['x1']:.0f}, {d['y1']:.0f})–({d['x2']:.0f}, {d['y2']:.0f})", status]
+        x1, y1, x2, y2 = box.box
+        cells = [box.label, score, f"{x2 - x1:.0f}×{y2 - y1:.0f}", f"({x1:.0f}, {y1:.0f})–({x2:.0f}, {y2:.0f})", status]
         for col, text in enumerate(cells):
             item = QTableWidgetItem(text)
             item.setData(Qt.ItemDataRole.UserRole, detection_id)

@@ -1,9 +1,11 @@
 """The supervisor's reports panel: date range, CSV exports and trend charts (pyqtgraph).
 
-Standalone: `ReportsWidget(db_path, class_colours, shifts)` reads the log
-read-only through app.reports, so it can sit beside a running station. The
-queries run on the GUI thread: a month of a busy station takes well under a
-second (benchmarks/bench_reports.py), and date edits are debounced.
+`ReportsWidget(log, class_colours, shifts)` reads the station's open log
+(its read connection: a report never holds up an inspection being logged),
+or, given a database path, opens it read-only for each query, so it can sit
+beside a running station. The queries run on the GUI thread: a month of a
+busy station takes well under a second (benchmarks/bench_reports.py), and
+date edits are debounced.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from PySide6.QtWidgets import (
 
 from app.files import atomic_write_bytes
 from app.reports import ReportError, Trends, check_folder, export_csv, trends
+from app.store import InspectionLog
 
 DEFAULT_DAYS = 30
 HISTOGRAM_BINS = np.linspace(0.0, 1.0, 21)
@@ -67,10 +70,10 @@ class DayAxis(pg.AxisItem):
 class ReportsWidget(QWidget):
     """Date range pickers, daily / per-inspection CSV export, and the trend charts of that range."""
 
-    def __init__(self, db_path: str | Path, class_colours: dict[str, str] | None = None,
+    def __init__(self, log: InspectionLog | str | Path, class_colours: dict[str, str] | None = None,
                  shifts: Iterable[tuple[str, str]] = (), *, tz: tzinfo | None = None, parent: QWidget | None = None):
         super().__init__(parent)
-        self.db_path = Path(db_path)
+        self.log = Path(log) if isinstance(log, str) else log  # a path: opened read-only for each query
         self.class_colours = dict(class_colours or {})
         self.shifts = tuple(shifts)
         self.tz = tz  # None: the system's local time zone
@@ -172,7 +175,7 @@ class ReportsWidget(QWidget):
             return None
         t0 = time.perf_counter()
         try:
-            data = trends(self.db_path, first, last, tz=self.tz, shifts=self.shifts, classes=self.class_colours)
+            data = trends(self.log, first, last, tz=self.tz, shifts=self.shifts, classes=self.class_colours)
         except ReportError as exc:
             self._show(None, str(exc))
             return None
@@ -225,7 +228,7 @@ class ReportsWidget(QWidget):
         if first > last:
             raise ReportError(f"the range starts after it ends ({first} > {last})")
         t0 = time.perf_counter()
-        n = export_csv(self.db_path, first, last, path, per_inspection_rows=per_inspection, tz=self.tz,
+        n = export_csv(self.log, first, last, path, per_inspection_rows=per_inspection, tz=self.tz,
                        shifts=self.shifts, classes=self.class_colours, bom=self.bom_check.isChecked())
         what = "inspections" if per_inspection else "summary rows"
         self.status.setText(f"Wrote {n} {what} for {first} to {last} to {path} in {time.perf_counter() - t0:.2f} s.")
