@@ -77,7 +77,7 @@ def audit(tx, user: str, action: str, *, inspection_id: int | None = None, old=N
           at: datetime | None = None) -> int:
     """Append one record to the chain inside a write transaction; returns its id.
 
-    Kept for callers still on `store.transaction()`: inside `store.write()` call `tx.append_audit(...)`.
+    Kept for the callers not moved yet: inside `store.write()` call `tx.append_audit(...)`.
     """
     return tx.append_audit(user, action, inspection_id=inspection_id, old=old, new=new, reason=reason, at=at)
 

@@ -63,6 +63,16 @@ def test_charts_show_the_range(qtbot, db):
     assert len(widget.rate_curve.getData()[0]) == 1 and widget.data.inspected == [1]
 
 
+def test_reports_tab_reads_the_stations_open_log(qtbot, db):
+    """As the station window builds it: on its open log, new inspections show at the next refresh."""
+    with InspectionStore(db) as store:
+        widget = make(qtbot, store)
+        assert widget.data.inspected == [2, 1, 2] and "5 inspected, 3 failed" in widget.status.text()
+        add(store, (2026, 11, 3, 12, 0), dets=(SCRATCH,))
+        assert widget.refresh().inspected == [2, 2, 2]
+        assert widget.caption() == "line-1 · 2026-11-01 – 2026-11-05"
+
+
 def test_date_edits_refresh_after_a_pause(qtbot, db):
     widget = make(qtbot, db)
     widget.from_edit.setDate(widget.to_edit.date().addDays(-1))  # 11-04..11-05
