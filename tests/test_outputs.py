@@ -17,7 +17,6 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from mqtt_broker import Mosquitto, Subscriber, free_port, require_mosquitto
 
 from app.inspection import Inspector
 from app.outputs import open_output
@@ -28,6 +27,7 @@ from app.roi import Roi
 from app.store import InspectionRecord, InspectionStore, RegionRecord
 from app.verdict import VerdictRule
 from detector import Detector
+from mqtt_broker import Mosquitto, Subscriber, free_port, require_mosquitto
 from synthetic import camera_frame
 
 REPO = Path(__file__).resolve().parents[1]

@@ -206,5 +206,8 @@ class MqttOutput:
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._cond:
+            if len(self._acks) >= 1000:  # state messages' acknowledgements, while a result waits long
+                pending = self._pending
+                self._acks = {m: r for m, r in self._acks.items() if pending is not None and m == pending[1]}
             self._acks[mid] = reason_code
             self._cond.notify_all()

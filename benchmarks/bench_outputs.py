@@ -1,0 +1,162 @@
+"""What a result output costs: inspections/s without and with an MQTT output, and the delay to the subscriber.
+
+    .venv/bin/python benchmarks/bench_outputs.py [--seconds 20] [--rounds 2] [--frame 1280x960] [--threads 2] [--model PATH]
+
+Inspects generated camera frames as fast as it goes through the real path (the
+recipe's region crop, the model, the verdict, both pictures saved, the SQLite
+commit), once with no output and once with an MQTT output (OutputWorker) to a
+local mosquitto started on a free loopback port. A subscriber in another
+process notes when each result arrives; the delay is measured from the moment
+the inspection's row is committed (`inspect()` returned) to that arrival, on
+the same monotonic clock. Needs /usr/sbin/mosquitto (scripts/setup.sh installs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+STATION = "bench"
+
+
+def produce(inspect_one: Callable[[int], int], seconds: float, after_each: Callable[[], None] = lambda: None) -> list[tuple[int, float]]:
+    """Inspect one frame after another for `seconds`; (inspection id, monotonic time its row was committed) each."""
+    logged = []
+    end = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < end:
+        inspection_id = inspect_one(i)
+        logged.append((inspection_id, time.monotonic()))
+        after_each()
+        i += 1
+    return logged
+
+
+def subscribe(port: int, topic: str) -> None:
+    """Subscriber process: prints "ready", then "SEQ MONOTONIC_TIME" for each result that arrives."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    def on_message(client, userdata, message):
+        arrived = time.monotonic()
+        print(json.loads(message.payload)["seq"], f"{arrived:.6f}", flush=True)
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+    client.on_subscribe = lambda c, u, mid, rcs, p: print("ready", flush=True)
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.loop_forever()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=20.0, help="length of each run")
+    p.add_argument("--rounds", type=int, default=2, help="runs per side, alternated")
+    p.add_argument("--frame", default="1280x960", help="camera frame size WxH")
+    p.add_argument("--roi", default="160,120,960,720", help="inspection region x,y,w,h")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for the network")
+    p.add_argument("--model", help="model file (default: the shipped one)")
+    p.add_argument("--subscribe", nargs=2, metavar=("PORT", "TOPIC"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.subscribe:
+        subscribe(int(args.subscribe[0]), args.subscribe[1])
+        return
+
+    import cv2
+
+    from app.inspection import Inspector
+    from app.outputs import open_output
+    from app.outputs.worker import OutputWorker
+    from app.recipes import Recipe, Region
+    from app.roi import Roi
+    from app.store import InspectionStore
+    from detector import Detector
+    from mqtt_broker import MOSQUITTO, Mosquitto
+    from synthetic import camera_frame
+
+    if not MOSQUITTO.is_file():
+        sys.exit(f"{MOSQUITTO} not found: install Debian's mosquitto (scripts/setup.sh does)")
+    w, h = (int(v) for v in args.frame.lower().split("x"))
+    frames = [cv2.resize(camera_frame(i % 2 == 0, seed=i), (w, h)) for i in range(4)]
+    recipe = Recipe("bench", regions=(Region("part", Roi.parse(args.roi)),))
+    detector = Detector(args.model, threads=args.threads)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+
+        def run(name: str, with_mqtt: bool):
+            store = InspectionStore(tmp / name / "inspections.sqlite")
+            inspector = Inspector(detector, store, STATION)
+
+            def inspect_one(i: int) -> int:
+                result = inspector.inspect(frames[i % len(frames)], recipe, source="bench", trigger="continuous")
+                if result.inspection_id is None:
+                    sys.exit(f"not logged: {result.error}")
+                return result.inspection_id
+
+            produce(inspect_one, 2.0)  # warm-up (model, caches, page cache)
+            if not with_mqtt:
+                return produce(inspect_one, args.seconds), {}
+            broker = Mosquitto(tmp / name / "broker").start()
+            sub = subprocess.Popen([sys.executable, __file__, "--subscribe", str(broker.port), f"plant/{STATION}/result"],
+                                   stdout=subprocess.PIPE, text=True, cwd=REPO)
+            arrivals: dict[int, float] = {}
+            try:
+                if sub.stdout.readline().strip() != "ready":
+                    sys.exit("subscriber did not start")
+                reader = threading.Thread(target=lambda: [arrivals.setdefault(int(s), float(t)) for s, t in
+                                                          (line.split() for line in sub.stdout)], daemon=True)
+                reader.start()
+                worker = OutputWorker(store, [open_output(f"mqtt://127.0.0.1:{broker.port}/plant")], STATION)
+                logged = produce(inspect_one, args.seconds, worker.notify)
+                drained = worker.stop(drain=True, timeout=30)
+                deadline = time.monotonic() + 10
+                while len([i for i, _ in logged if i in arrivals]) < len(logged) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if not drained:
+                    print("warning: the output did not drain within 30 s", file=sys.stderr)
+            finally:
+                sub.kill()
+                broker.stop()
+                store.close()
+            return logged, arrivals
+
+        plain, with_mqtt, delays, missing = [], [], [], 0
+        for r in range(args.rounds):  # alternated, so that a busy moment of the machine does not favour one side
+            plain.append(len(run(f"plain{r}", with_mqtt=False)[0]) / args.seconds)
+            logged, arrivals = run(f"mqtt{r}", with_mqtt=True)
+            with_mqtt.append(len(logged) / args.seconds)
+            delays += [(arrivals[i] - t) * 1000.0 for i, t in logged if i in arrivals]
+            missing += sum(1 for i, _ in logged if i not in arrivals)
+
+    rate_plain, rate_mqtt = statistics.mean(plain), statistics.mean(with_mqtt)
+    print(f"frames {w}x{h}, region {args.roi}, model threads {args.threads}, {args.rounds} x {args.seconds:g} s per side")
+    print(f"inspections/s without outputs: {rate_plain:.2f} (runs: {', '.join(f'{v:.2f}' for v in plain)})")
+    print(f"inspections/s with MQTT:       {rate_mqtt:.2f} (runs: {', '.join(f'{v:.2f}' for v in with_mqtt)};"
+          f" {rate_mqtt / rate_plain - 1:+.1%})")
+    if delays:
+        print(f"row committed -> MQTT message at subscriber: median {statistics.median(delays):.2f} ms,"
+              f" p99 {percentile(delays, 0.99):.2f} ms, max {max(delays):.2f} ms over {len(delays)} results"
+              + (f"; {missing} NOT received" if missing else ""))
+    else:
+        print("no result reached the subscriber")
+
+
+if __name__ == "__main__":
+    main()
