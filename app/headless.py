@@ -15,14 +15,15 @@ import argparse
 import itertools
 import statistics
 import sys
+import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
-from app.inspection import Inspector
+from app.recipes import Region
 from app.roi import Roi
 from app.settings import load_settings_for_command
-from app.sources import SourceError, open_source
-from app.store import InspectionStore, StoreError
+from app.sources import FeedFrame, SourceError, open_source
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,9 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--source", required=True, help="image file, folder of images, video file, camera index or stream URL")
     p.add_argument("--db", type=Path, help="inspection database (default: the station's, from the settings)")
-    p.add_argument("--roi", type=_roi, help="inspection region x,y,w,h in frame pixels (default: the settings')")
-    p.add_argument("--threshold", type=float, help="confidence threshold (default: the settings', else the model's)")
-    p.add_argument("--model", help="model file (.onnx or .pth; default: the settings', else the shipped model)")
+    p.add_argument("--recipe", help="recipe to judge by, by name or line id (default: the station's active recipe)")
+    p.add_argument("--roi", type=_roi, help="one inspection region x,y,w,h in frame pixels instead of the recipe's "
+                   "(logged as the recipe's version 0: adjusted, not saved)")
+    p.add_argument("--threshold", type=float, help="decision threshold instead of the recipe's (logged as version 0)")
+    p.add_argument("--model", help="model file (.onnx or .pth; default: the recipe's, else the shipped model)")
     p.add_argument("--config", type=Path, help="station settings file (default: the user's)")
     p.add_argument("--station", help="station name to log (default: the settings')")
     p.add_argument("--operator", default="", help="operator to log")
@@ -59,32 +62,48 @@ def _roi(text: str) -> Roi:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detector import Detector  # here: `python -m app --help` must not load a model
+    from app.station import Job, Station, StationError  # here: `python -m app --help` must not load a model
 
     settings = load_settings_for_command(args.config)
     if args.every < 1:
         print("error: --every must be >= 1", file=sys.stderr)
         return 2
-    threshold = args.threshold if args.threshold is not None else settings.threshold
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        print(f"error: --threshold must be within 0..1, got {threshold}", file=sys.stderr)
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        print(f"error: --threshold must be within 0..1, got {args.threshold}", file=sys.stderr)
         return 2
+    if args.station:
+        settings = replace(settings, station_name=args.station)
+    station = Station(settings, config_path=args.config, overrides={"model_path": args.model}, db_path=args.db,
+                      recipe=args.recipe)
     try:
-        detector = Detector(args.model or settings.model_path)
-    except (ValueError, FileNotFoundError) as exc:
+        station.start(open_configured_source=False)
+    except StationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if threshold is None:
-        threshold = detector.metadata.default_threshold
     try:
-        source = open_source(args.source, max_megapixels=settings.max_megapixels, bit_depth=settings.bit_depth)
-        store = InspectionStore(args.db or settings.db_path, min_free_bytes=int(settings.min_free_mb * 1e6))
-    except (SourceError, StoreError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    inspector = Inspector(detector, store, args.station or settings.station_name, settings.rule, settings.keep_pictures)
-    roi = args.roi if args.roi is not None else settings.roi
+        for problem in station.problems:
+            print(f"warning: {problem}", file=sys.stderr)
+        if station.store is None or station.detector is None:
+            print(f"error: {station.detail or 'cannot inspect'}", file=sys.stderr)
+            return 2
+        try:
+            source = open_source(args.source, max_megapixels=settings.max_megapixels, bit_depth=settings.bit_depth)
+        except SourceError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        # --roi / --threshold judge this run by an adjusted copy of the recipe: logged as version 0 (never saved),
+        # with the regions and threshold actually used on each row.
+        recipe = station.recipe
+        if args.roi is not None:
+            recipe = replace(recipe, regions=(Region("region", args.roi),), version=0)
+        if args.threshold is not None:
+            recipe = replace(recipe, threshold=args.threshold, version=0)
+        return _inspect_all(args, station, source, recipe, Job)
+    finally:
+        station.stop(drain=True, timeout=30.0)
 
+
+def _inspect_all(args, station, source, recipe, job_class) -> int:
     verdicts: Counter[str] = Counter()
     defects: Counter[str] = Counter()
     times: list[float] = []
@@ -100,43 +119,44 @@ def run(args: argparse.Namespace) -> int:
         reported = len(skipped)
 
     frames = source.frames()
+    job = job_class("continuous", part_id=args.part_id, operator=args.operator)
     try:
-        with store:
-            first = next(frames, None)
-            if first is not None and roi is not None and roi.clipped(first[1].shape[1], first[1].shape[0]) is None:
-                h, w = first[1].shape[:2]
-                print(f"error: inspection region {roi} lies outside the first frame ({w}x{h}, {first[0]}); "
-                      "nothing inspected", file=sys.stderr)
-                return 2
-            for n, (label, frame) in enumerate(itertools.chain([first] if first else [], frames)):
-                report_skipped()
-                if n % args.every:
-                    continue
-                try:
-                    result = inspector.inspect(frame, roi=roi, threshold=threshold, source=label,
-                                               operator=args.operator, part_id=args.part_id,
-                                               frame_warnings=tuple(getattr(source, "frame_warnings", ())) or None)
-                except Exception as exc:  # one picture that cannot be judged must not stop the run
-                    not_inspected += 1
-                    reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-                    print(f"{label}: not inspected: {reason}", file=sys.stderr)
-                    continue
-                if result.error:
-                    print(f"error: {result.error}", file=sys.stderr)
-                    log_failed = True
-                    break
-                for w in result.warnings:
-                    print(f"{label}: warning: {w}", file=sys.stderr)
-                verdicts[result.verdict.verdict] += 1
-                for i in result.verdict.failing:
-                    defects[result.detections[i].label] += 1
-                times.append(result.inference_ms)
-                if not args.quiet:
-                    found = ", ".join(f"{result.detections[i].label} {result.detections[i].score:.2f}"
-                                      for i in result.verdict.shown) or "no defects"
-                    print(f"#{result.inspection_id} {result.verdict.verdict} {label}: {found}")
-                if args.max_frames and sum(verdicts.values()) >= args.max_frames:
-                    break
+        first = next(frames, None)
+        if first is not None and args.roi is not None and args.roi.clipped(first[1].shape[1], first[1].shape[0]) is None:
+            h, w = first[1].shape[:2]
+            print(f"error: inspection region {args.roi} lies outside the first frame ({w}x{h}, {first[0]}); "
+                  "nothing inspected", file=sys.stderr)
+            return 2
+        for n, (label, frame) in enumerate(itertools.chain([first] if first else [], frames)):
+            report_skipped()
+            if n % args.every:
+                continue
+            warnings = tuple(getattr(source, "frame_warnings", ()))
+            try:
+                result = station.inspect_frame(FeedFrame(frame, n + 1, time.monotonic(), label, warnings), job, recipe)
+            except Exception as exc:  # one picture that cannot be judged must not stop the run
+                not_inspected += 1
+                reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+                print(f"{label}: not inspected: {reason}", file=sys.stderr)
+                continue
+            if result.error:
+                print(f"error: {result.error}", file=sys.stderr)
+                log_failed = True
+                break
+            for w in result.warnings:
+                print(f"{label}: warning: {w}", file=sys.stderr)
+            verdicts[result.verdict.verdict] += 1
+            for i in result.verdict.failing:
+                defects[result.detections[i].label] += 1
+            times.append(result.inference_ms)
+            if not args.quiet:
+                found = ", ".join(f"{result.detections[i].label} {result.detections[i].score:.2f}"
+                                  for i in result.verdict.shown) or "no defects"
+                regions = "" if len(result.regions) < 2 else " [" + ", ".join(
+                    f"{r.name} {r.verdict.verdict}" for r in result.regions) + "]"
+                print(f"#{result.inspection_id} {result.verdict.verdict} {label}{regions}: {found}")
+            if args.max_frames and sum(verdicts.values()) >= args.max_frames:
+                break
     except SourceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1 if verdicts or not_inspected else 2
@@ -151,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
     if defects:
         print("failing defects: " + ", ".join(f"{k} {v}" for k, v in sorted(defects.items())))
     if times:
-        print(f"model {detector.model_id}, threshold {threshold:.2f}, median detect {statistics.median(times):.1f} ms")
-    print(f"logged to {store.db_path}")
+        threshold = recipe.threshold if recipe.threshold is not None else station.detector.metadata.default_threshold
+        print(f"recipe {recipe.name} v{recipe.version}, model {station.detector.model_id}, threshold {threshold:.2f},"
+              f" median detect {statistics.median(times):.1f} ms")
+    print(f"logged to {station.db_path}")
     return 1 if not_inspected or log_failed else 0

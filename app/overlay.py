@@ -11,6 +11,7 @@ other. Labels are placed so that they never overlap each other.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -25,6 +26,15 @@ MIN_DRAW_SIZE = 600  # px: smaller frames are drawn enlarged
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 Rect = tuple[int, int, int, int]  # x, y, w, h
+
+
+@dataclass(frozen=True)
+class RegionMark:
+    """An inspection region to outline: its name and verdict are written on it when given."""
+
+    roi: Roi
+    name: str = ""
+    verdict: str | None = None
 
 
 def hex_to_bgr(colour: str) -> tuple[int, int, int]:
@@ -136,8 +146,12 @@ def draw_overlay(
     failing: Sequence[int] = (),
     verdict: str | None = None,
     label_rects: list[Rect] | None = None,
+    regions: Sequence[RegionMark] = (),
 ) -> np.ndarray:
-    """BGR copy of `frame` with the region, the boxes (class + score) and the verdict.
+    """BGR copy of `frame` with the region(s), the boxes (class + score) and the verdict.
+
+    `roi`: one unnamed region; `regions`: several, each outlined with its name
+    and verdict (a failing region in the FAIL colour).
 
     `shown`: indices drawn; `failing`: indices that make the part fail, always
     drawn (solid, thick, "FAIL" tag) even when not in `shown`. Frames under
@@ -157,9 +171,17 @@ def draw_overlay(
     thick = max(2, int(round(3 * unit)))
     font_scale = 0.5 * unit
     text_thick = max(1, int(round(unit)))
-    if roi is not None:
-        cv2.rectangle(img, (roi.x * zoom, roi.y * zoom), ((roi.x + roi.w) * zoom - 1, (roi.y + roi.h) * zoom - 1),
-                      ROI_COLOUR, thin, cv2.LINE_AA)
+    marks = ([RegionMark(roi)] if roi is not None else []) + list(regions)
+    region_tags: list[tuple[str, tuple[int, int, int], Rect]] = []
+    for mark in marks:
+        r = mark.roi
+        colour = VERDICT_COLOURS[mark.verdict] if mark.verdict in VERDICT_COLOURS else ROI_COLOUR
+        cv2.rectangle(img, (r.x * zoom, r.y * zoom), ((r.x + r.w) * zoom - 1, (r.y + r.h) * zoom - 1), colour,
+                      thick if mark.verdict == "FAIL" else thin, cv2.LINE_AA)
+        if mark.name:
+            text = f"{mark.name}: {mark.verdict}" if mark.verdict else mark.name
+            (tw, th), base = cv2.getTextSize(text, FONT, font_scale, text_thick)
+            region_tags.append((text, colour, (r.x * zoom, r.y * zoom, tw + 6, th + base + 4)))
     failing_set = set(failing)
     drawn = sorted(set(shown) | failing_set, key=lambda k: (k in failing_set, detections[k].score))
     boxes = {}
@@ -186,8 +208,15 @@ def draw_overlay(
     if verdict is not None:  # the verdict badge's corner is kept free of labels
         (vw, vt), vbase = cv2.getTextSize(verdict, cv2.FONT_HERSHEY_DUPLEX, 0.9 * unit, thick)
         badge = (vw + 16, vt + vbase + 16, vt, vbase)
-    rects = place_labels([boxes[i] for i in order], sizes, w, h,
-                         obstacles=[(0, 0, badge[0], badge[1])] if verdict is not None else ())
+    # Region names sit inside their region's top-left corner; box labels keep clear of them and of the badge.
+    obstacles = [(0, 0, badge[0], badge[1])] if verdict is not None else []
+    for text, colour, (rx, ry, rw, rh) in region_tags:
+        spot = place_labels([(rx, ry + rh, rx + rw, ry + rh)], [(rw, rh)], w, h, obstacles)[0]
+        obstacles.append(spot)
+        cv2.rectangle(img, (spot[0], spot[1]), (spot[0] + rw - 1, spot[1] + rh - 1), colour, -1)
+        cv2.putText(img, text, (spot[0] + 3, spot[1] + rh - 4), FONT, font_scale, text_colour_on(colour), text_thick,
+                    cv2.LINE_AA)
+    rects = place_labels([boxes[i] for i in order], sizes, w, h, obstacles=obstacles)
     for i, (text, th, _base), (lx, ly, lw, lh) in zip(order, texts, rects, strict=True):
         colour = hex_to_bgr(colours.get(detections[i].label, FALLBACK_COLOUR))
         if i in failing_set:

@@ -42,6 +42,12 @@ class StationSettings:
     # Pictures are not saved once the data folder's disk has less than this free, so the
     # inspection log itself can still be written (the row notes the missing pictures).
     min_free_mb: float = 1000.0
+    # The active recipe (product type) by name; "" or a deleted one: the first recipe.
+    recipe: str = ""
+    # Operators may pick the recipe from the list (else only admins, the line and --recipe).
+    operator_may_select_recipe: bool = False
+    # Result outputs: mqtt://HOST:PORT/PREFIX, http(s)://... (each result delivered at least once).
+    sinks: tuple[str, ...] = ()
     # Sign the user out after this many minutes without key or mouse input (0: never).
     idle_lock_minutes: float = 0.0
     # Shortest PIN a user may be given (digits or characters).
@@ -78,6 +84,9 @@ class StationSettings:
             "reconnect_seconds": self.reconnect_seconds,
             "keep_pictures": self.keep_pictures,
             "min_free_mb": self.min_free_mb,
+            "recipe": self.recipe,
+            "operator_may_select_recipe": self.operator_may_select_recipe,
+            "sinks": list(self.sinks),
             "idle_lock_minutes": self.idle_lock_minutes,
             "min_pin_length": self.min_pin_length,
             "rule": self.rule.to_dict(),
@@ -223,6 +232,12 @@ def _bool(v: Any) -> bool:
     return v
 
 
+def _sinks(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(u, str) and u.strip() for u in v):
+        raise ValueError("must be a list of output URLs (mqtt://HOST:PORT/PREFIX, http(s)://...)")
+    return tuple(dict.fromkeys(u.strip() for u in v))
+
+
 def _shifts(v: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(v, list):
         raise ValueError("must be a list of {name, start}")
@@ -255,6 +270,9 @@ _PARSERS = {
     "reconnect_seconds": _in_range(0.0, 3600.0, low_open=True),
     "keep_pictures": _keep_pictures,
     "min_free_mb": _in_range(0.0, 1e9),
+    "recipe": _text,
+    "operator_may_select_recipe": _bool,
+    "sinks": _sinks,
     "idle_lock_minutes": _non_negative,
     "min_pin_length": _pin_length,
     "rule": _rule,

@@ -286,11 +286,18 @@ class LiveFeed:
     the last picture is shown, and `skipped_files` names the unreadable files.
     """
 
-    def __init__(self, source: FrameSource, reconnect_seconds: float = 2.0, picture_interval: float = 0.1):
+    def __init__(self, source: FrameSource, reconnect_seconds: float = 2.0, picture_interval: float = 0.1,
+                 lossless: bool = False):
+        """`lossless`: a recording is read as fast as it is consumed, each frame held until `ack()`ed
+        (every frame inspected once, e.g. `serve --trigger continuous` on a video), instead of
+        playing at its own frame rate and dropping what the consumer has no time for."""
         self.source = source
         self.reconnect_seconds = reconnect_seconds
         self.picture_interval = picture_interval  # longest wait before a step is noticed
+        self.lossless = lossless
         self._lock = threading.Lock()
+        self._new_frame = threading.Condition(self._lock)
+        self._acked = 0
         self._latest: FeedFrame | None = None
         self._seq = 0
         self._state = CONNECTING
@@ -346,6 +353,19 @@ class LiveFeed:
         with self._lock:
             return self._latest
 
+    def wait_newer(self, after_seq: int, timeout: float) -> FeedFrame | None:
+        """The newest frame with seq > `after_seq`, waiting up to `timeout` s for one (None: none came)."""
+        with self._new_frame:
+            self._new_frame.wait_for(lambda: self._latest is not None and self._latest.seq > after_seq, timeout)
+            latest = self._latest
+        return latest if latest is not None and latest.seq > after_seq else None
+
+    def ack(self, seq: int) -> None:
+        """A lossless feed's consumer is done with frame `seq`: the next one may be read."""
+        with self._new_frame:
+            self._acked = max(self._acked, seq)
+            self._new_frame.notify_all()
+
     def fps(self) -> float:
         """Frames per second over the last couple of seconds (0 for pictures)."""
         with self._lock:
@@ -371,6 +391,7 @@ class LiveFeed:
             cutoff = now - 2.0
             while self._times and self._times[0] < cutoff:
                 self._times.pop(0)
+            self._new_frame.notify_all()
         self._state, self._error = LIVE, ""
 
     def _run(self) -> None:
@@ -400,15 +421,24 @@ class LiveFeed:
         self._state = STOPPED
 
     def _serve_capture(self) -> None:
-        # A recording plays at its own frame rate, like the camera it stands in for.
-        interval = self.source.frame_interval() if isinstance(self.source, CaptureSource) else None
+        # A recording plays at its own frame rate, like the camera it stands in for (unless lossless).
+        lossless = self.lossless and not self.source.live
+        interval = self.source.frame_interval() if isinstance(self.source, CaptureSource) and not lossless else None
         next_time = time.monotonic()
         while not self._stop.is_set():
             frame = self.source.read()
             if frame is None:
                 self._state = ENDED
+                with self._new_frame:
+                    self._new_frame.notify_all()
                 return
             self._publish(frame, self.source.name)
+            if lossless:
+                with self._new_frame:
+                    seq = self._seq
+                    while self._acked < seq and not self._stop.is_set():
+                        self._new_frame.wait(0.2)
+                continue
             if interval:
                 next_time = max(next_time + interval, time.monotonic() - interval)
                 self._stop.wait(max(0.0, next_time - time.monotonic()))

@@ -6,7 +6,6 @@ Real widgets (pytest-qt, offscreen), the real model, real files.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -108,7 +107,7 @@ def test_whole_frame_removes_the_old_region_rectangle(qtbot, make_window, part_p
     roi_green = "#50c850"
     assert has_colour(window.view.grab().toImage(), roi_green, tolerance=30)
     qtbot.mouseClick(window.roi_clear_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: window._shown_seq != -1, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: window._shown is not None and not window._holding_result, timeout=WAIT_MS)
     qtbot.wait(100)
     assert window.settings.roi is None
     assert not has_colour(window.view.grab().toImage(), roi_green, tolerance=30)
@@ -157,7 +156,7 @@ def test_display_filter_is_never_saved_and_the_rule_threshold_is_shown(qtbot, ma
 
 
 def test_typed_display_and_rule_thresholds_stay_as_typed(qtbot, make_window, part_pictures):
-    from app.ui.settings_dialog import SettingsDialog
+    from app.ui.recipes_dialog import RecipesDialog
 
     window = make_window(str(part_pictures[0].parent))
     wait_for_frame(qtbot, window)
@@ -167,17 +166,20 @@ def test_typed_display_and_rule_thresholds_stay_as_typed(qtbot, make_window, par
     assert window.threshold_spin.value() == pytest.approx(0.45) and window.display_threshold == pytest.approx(0.45)
     assert window.threshold_slider.value() == 45
 
-    dialog = SettingsDialog(window.settings, window.detector.metadata.class_names, window, model_threshold=0.3)
+    dialog = RecipesDialog(window.station, window.user, window)  # the rule's threshold is the recipe's (admins)
     qtbot.addWidget(dialog)
-    dialog.threshold_default_check.setChecked(False)
-    dialog.threshold_spin.lineEdit().selectAll()
-    qtbot.keyClicks(dialog.threshold_spin, "0.45")
-    qtbot.keyClick(dialog.threshold_spin, Qt.Key.Key_Return)
-    dialog.accept()
-    window.apply_settings(dialog.result_settings())
-    assert window.settings.threshold == pytest.approx(0.45) and "0.45" in window.rule_label.text()
+    editor = dialog.rule_editor
+    editor.threshold_default_check.setChecked(False)
+    editor.threshold_spin.lineEdit().selectAll()
+    qtbot.keyClicks(editor.threshold_spin, "0.45")
+    qtbot.keyClick(editor.threshold_spin, Qt.Key.Key_Return)
+    saved = dialog.save("stricter parts from supplier B")
+    assert saved is not None and saved.threshold == pytest.approx(0.45) and saved.version == 2
+    qtbot.waitUntil(lambda: "0.45" in window.rule_label.text(), timeout=WAIT_MS)
     result = inspect_and_wait(qtbot, window)
-    assert result.threshold == pytest.approx(0.45)
+    assert result.threshold == pytest.approx(0.45) and result.recipe.version == 2
+    row = window.store.get(result.inspection_id)
+    assert (row["threshold"], row["recipe"], row["recipe_version"]) == (pytest.approx(0.45), "default", 2)
 
 
 def test_failing_boxes_look_different_and_the_defect_list_is_legible(qtbot, make_window, part_pictures):
@@ -206,7 +208,7 @@ def test_continuous_mode_steps_through_a_picture_folder_and_stops_at_its_end(qtb
     qtbot.waitUntil(lambda: not window.continuous_check.isChecked(), timeout=4 * WAIT_MS)
     rows = window.store.query("SELECT source FROM inspections ORDER BY id")
     assert [r["source"] for r in rows] == [p.name for p in part_pictures]  # each picture once, in order
-    assert "last picture" in window.statusBar().currentMessage()
+    assert "every picture of the folder is inspected" in window.statusBar().currentMessage()
 
 
 def test_a_camera_that_never_opened_says_so(qtbot, make_window):
@@ -284,7 +286,7 @@ def test_switch_user_and_idle_lock(qtbot, make_window, part_pictures, tmp_path):
     result = inspect_and_wait(qtbot, window)
     assert window.store.get(result.inspection_id)["operator"] == "root"
 
-    window._base_settings = replace(window._base_settings, idle_lock_minutes=0.001)
+    window.station.update_settings(idle_lock_minutes=0.001)
     qtbot.waitUntil(lambda: window.user is None, timeout=WAIT_MS)
     assert "without input" in window.statusBar().currentMessage()
 

@@ -17,6 +17,7 @@ import pytest
 from conftest import REPO, FlakyCamera, run_app, write_video
 
 from app.inspection import Inspector
+from app.recipes import Recipe, Region
 from app.roi import Roi, crop, to_frame
 from app.settings import StationSettings, load_settings, save_settings
 from app.sources import ENDED, LIVE, RECONNECTING, ImageFilesSource, LiveFeed, SourceError, open_source
@@ -120,15 +121,21 @@ def test_settings_defaults_round_trip_and_bad_files(tmp_path):
 # -- inspection log -----------------------------------------------------------------
 
 
+def one_region(roi: Roi | None = None, rule: VerdictRule | None = None, threshold: float = 0.3) -> Recipe:
+    """A recipe with one region (the whole frame unless `roi`), as the station had before recipes."""
+    return Recipe("default", (Region("region" if roi else "whole frame", roi),), rule or VerdictRule(), threshold)
+
+
 def test_inspect_and_log_scratched_and_clean_parts(tmp_path, detector):
     db = tmp_path / "data" / "inspections.sqlite"
     store = InspectionStore(db)
-    inspector = Inspector(detector, store, "line 1", VerdictRule(default=ClassRule(0.3, 0.0)))
+    inspector = Inspector(detector, store, "line 1")
+    rule = VerdictRule(default=ClassRule(0.3, 0.0))
     frame = np.full((300, 400, 3), 128, np.uint8)
     frame[40:280, 60:380] = camera_frame(True, seed=0)
     roi = Roi(60, 40, 320, 240)
-    bad = inspector.inspect(frame, roi=roi, threshold=0.3, source="test", operator="ana", part_id="SN-1")
-    good = inspector.inspect(camera_frame(False, seed=1), roi=None, threshold=0.3, source="test", part_id="SN-2")
+    bad = inspector.inspect(frame, one_region(roi, rule), source="test", operator="ana", part_id="SN-1")
+    good = inspector.inspect(camera_frame(False, seed=1), one_region(None, rule), source="test", part_id="SN-2")
     assert bad.verdict.verdict == FAIL and good.verdict.verdict == PASS
     assert bad.inspection_id and good.inspection_id and not bad.error
     top = bad.detections[bad.verdict.failing[0]]
@@ -158,7 +165,7 @@ def test_log_keeps_the_inspection_when_frames_cannot_be_saved(tmp_path, detector
     images = tmp_path / "images"
     images.write_text("a file where the image folder should be")  # mkdir fails like a full/readonly disk
     store = InspectionStore(tmp_path / "log.sqlite", image_dir=images)
-    result = Inspector(detector, store, "s", VerdictRule()).inspect(camera_frame(True, 3), roi=None, threshold=0.3)
+    result = Inspector(detector, store, "s").inspect(camera_frame(True, 3), one_region())
     assert result.inspection_id is not None and len(result.warnings) == 2
     row = store.get(result.inspection_id)
     assert row["image_path"] is None and "not saved" in row["note"] and row["n_detections"] == len(row["detections"])
@@ -167,13 +174,13 @@ def test_log_keeps_the_inspection_when_frames_cannot_be_saved(tmp_path, detector
 def test_frames_are_saved_losslessly_mono_ones_as_one_channel(tmp_path, detector):
     """A mono camera's BGR frame is stored as a 1-channel PNG (smaller, faster); colour frames keep 3 channels."""
     store = InspectionStore(tmp_path / "log.sqlite")
-    inspector = Inspector(detector, store, "s", VerdictRule())
+    inspector = Inspector(detector, store, "s")
     mono = camera_frame(True, seed=0)
     assert np.array_equal(mono[..., 0], mono[..., 2])  # generated frames are grey in BGR, like a mono camera's
     colour = mono.copy()
     colour[10:20, 10:20] = (0, 0, 255)  # one red mark
     for frame, channels in ((mono, 1), (colour, 3)):
-        row = store.get(inspector.inspect(frame, roi=None, threshold=0.3).inspection_id)
+        row = store.get(inspector.inspect(frame, one_region()).inspection_id)
         path = store.resolve(row["image_path"])
         stored = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         assert (stored.shape[2] if stored.ndim == 3 else 1) == channels
@@ -186,8 +193,8 @@ def test_disk_reserve_stops_pictures_but_not_the_log(tmp_path, detector):
 
     free = shutil.disk_usage(tmp_path).free
     store = InspectionStore(tmp_path / "log.sqlite", min_free_bytes=free + 10**9)  # more than this disk has free
-    inspector = Inspector(detector, store, "s", VerdictRule())
-    result = inspector.inspect(camera_frame(True, 3), roi=None, threshold=0.3)
+    inspector = Inspector(detector, store, "s")
+    result = inspector.inspect(camera_frame(True, 3), one_region())
     assert result.inspection_id is not None and result.verdict.verdict == FAIL
     assert len(result.warnings) == 2 and all("disk nearly full" in w and "reserve" in w for w in result.warnings)
     row = store.get(result.inspection_id)
@@ -195,15 +202,16 @@ def test_disk_reserve_stops_pictures_but_not_the_log(tmp_path, detector):
     assert not (tmp_path / "images").exists() or not any((tmp_path / "images").rglob("*.*"))
 
     store.min_free_bytes = 10**6  # room again: pictures are saved
-    again = inspector.inspect(camera_frame(True, 3), roi=None, threshold=0.3)
+    again = inspector.inspect(camera_frame(True, 3), one_region())
     assert again.warnings == [] and store.resolve(store.get(again.inspection_id)["image_path"]).is_file()
 
 
 def test_keep_pictures_of_fail_inspections_only(tmp_path, detector):
     store = InspectionStore(tmp_path / "log.sqlite")
-    inspector = Inspector(detector, store, "s", VerdictRule(default=ClassRule(0.3, 0.0)), keep_pictures="fail")
-    bad = inspector.inspect(camera_frame(True, seed=0), roi=None, threshold=0.3)
-    good = inspector.inspect(camera_frame(False, seed=1), roi=None, threshold=0.3)
+    inspector = Inspector(detector, store, "s", keep_pictures="fail")
+    recipe = one_region(rule=VerdictRule(default=ClassRule(0.3, 0.0)))
+    bad = inspector.inspect(camera_frame(True, seed=0), recipe)
+    good = inspector.inspect(camera_frame(False, seed=1), recipe)
     assert (bad.verdict.verdict, good.verdict.verdict) == (FAIL, PASS)
     assert bad.warnings == good.warnings == []  # a setting, not a problem to report
     bad_row, good_row = store.get(bad.inspection_id), store.get(good.inspection_id)

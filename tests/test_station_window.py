@@ -108,10 +108,12 @@ def test_draw_region_with_the_mouse_is_saved_and_used(qtbot, make_window, part_p
     qtbot.mouseMove(view, QPoint((a.x() + b.x()) // 2, (a.y() + b.y()) // 2))
     qtbot.mouseMove(view, b)
     qtbot.mouseRelease(view, Qt.MouseButton.LeftButton, pos=b)
-    roi = window.settings.roi
+    # The region belongs to the active recipe: a new version, audited, used from the next inspection on.
+    roi = window.recipe.regions[0].roi
+    assert window.recipe.version == 2
     assert roi is not None and abs(roi.x - 40) <= 2 and abs(roi.y - 30) <= 2 and abs(roi.w - 240) <= 3
-    saved, warnings = load_settings(tmp_path / "station.json")
-    assert saved.roi == roi and warnings == []
+    assert window.station.recipes.get("default").regions[0].roi == roi
+    assert window.store.query("SELECT COUNT(*) FROM audit WHERE action = 'recipe.save'")[0][0] == 2
     result = inspect_and_wait(qtbot, window)
     assert result.roi == roi
     assert window.store.get(result.inspection_id)["roi_w"] == roi.w
@@ -172,9 +174,10 @@ def test_screenshot_command_under_xvfb(tmp_path, part_pictures):
         "SELECT verdict FROM inspections").fetchall() == [("FAIL",)]
 
 
-def test_switching_to_the_int8_model_in_settings(qtbot, make_window, part_pictures, monkeypatch):
-    """Settings → Model file → Browse opens beside the shipped model; picking its int8 file makes the station use it."""
+def test_switching_to_the_int8_model_in_the_recipe(qtbot, make_window, part_pictures, monkeypatch):
+    """Recipes → Model file → Browse opens beside the shipped model; picking its int8 file makes the recipe use it."""
     import app.ui.settings_dialog as settings_dialog
+    from app.ui.recipes_dialog import RecipesDialog
     from detector.api import DEFAULT_MODEL
 
     int8 = DEFAULT_MODEL.with_suffix(".int8.onnx")
@@ -183,18 +186,18 @@ def test_switching_to_the_int8_model_in_settings(qtbot, make_window, part_pictur
     asked = []
     monkeypatch.setattr(settings_dialog.QFileDialog, "getOpenFileName",
                         lambda parent, caption, start, filters: asked.append(start) or (str(int8), filters))
-    dialog = settings_dialog.SettingsDialog(window.settings, window.detector.metadata.class_names, window)
+    dialog = RecipesDialog(window.station, window.user, window)
     qtbot.addWidget(dialog)
-    dialog._browse_model()
+    settings_dialog.browse_model(dialog, dialog.model_edit)
     assert asked == [str(DEFAULT_MODEL.parent)]
-    dialog.accept()
-    window.apply_settings(dialog.result_settings())
+    assert dialog.save("faster model") is not None
 
+    qtbot.waitUntil(lambda: "int8.onnx (int8)" in window.legend.text(), timeout=WAIT_MS)
     assert window.detector.model_path == int8
     result = inspect_and_wait(qtbot, window)
     row = window.store.get(result.inspection_id)
     assert row["verdict"] == "FAIL" and row["model_id"] == window.detector.model_id != Detector().model_id
-    assert json.loads(window.config_path.read_text())["model_path"] == str(int8), "saved for the next start"
+    assert window.station.recipes.get("default").model_path == str(int8), "kept for the next start"
 
 
 def test_settings_dialog_sets_which_pictures_are_kept(qtbot, make_window, part_pictures):
@@ -202,14 +205,14 @@ def test_settings_dialog_sets_which_pictures_are_kept(qtbot, make_window, part_p
 
     window = make_window(str(part_pictures[0].parent))
     wait_for_frame(qtbot, window)
-    dialog = SettingsDialog(window.settings, window.detector.metadata.class_names, window)
+    dialog = SettingsDialog(window.settings, window)
     qtbot.addWidget(dialog)
     assert dialog.keep_combo.currentData() == "all" and dialog.reserve_spin.value() == 1000.0
     dialog.keep_combo.setCurrentIndex(dialog.keep_combo.findData("fail"))
     dialog.reserve_spin.setValue(500)
     dialog.accept()
     window.apply_settings(dialog.result_settings())
-    assert (window.inspector.keep_pictures, window.store.min_free_bytes) == ("fail", 500 * 10**6)
+    assert (window.settings.keep_pictures, window.store.min_free_bytes) == ("fail", 500 * 10**6)
     saved = json.loads(window.config_path.read_text())
     assert (saved["keep_pictures"], saved["min_free_mb"]) == ("fail", 500.0)
 

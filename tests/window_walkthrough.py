@@ -76,8 +76,7 @@ def main() -> int:
             w.continuous_check.setChecked(True)  # goes on to the next picture (this one was inspected)
             state["step"], state["quit_by"] = "quit", state["ticks"] + 100
         elif step == "quit":
-            w._poll()  # continuous mode submits the new picture at once: an inspection is in flight
-            if w.runner.busy:
+            if w.station.busy:  # continuous mode picked up the next picture: an inspection is in flight
                 state["step"] = "done"
                 quit_action = next(a for a in w.menuBar().actions()[0].menu().actions() if a.text() == "&Quit")
                 quit_action.trigger()  # quit while the inspection runs

@@ -35,7 +35,7 @@ class ImageView(QWidget):
         self.setMinimumSize(320, 240)
         self._image: QImage | None = None
         self._frame_size: tuple[int, int] | None = None
-        self._roi: Roi | None = None
+        self._regions: list[tuple[Roi, str]] = []
         self._show_roi = True
         self._drawing = False
         self._drag_start: QPointF | None = None
@@ -62,8 +62,15 @@ class ImageView(QWidget):
         return self._image
 
     def set_roi(self, roi: Roi | None) -> None:
-        self._roi = roi
+        self.set_regions([(roi, "")] if roi is not None else [])
+
+    def set_regions(self, regions: list[tuple[Roi, str]]) -> None:
+        """The inspection regions outlined on the live picture, each with its name (may be "")."""
+        self._regions = [(roi, name) for roi, name in regions if roi is not None]
         self.update()
+
+    def regions(self) -> list[tuple[Roi, str]]:
+        return list(self._regions)
 
     def set_message(self, text: str) -> None:
         """Centred hint when there is no picture (e.g. no camera yet)."""
@@ -125,8 +132,9 @@ class ImageView(QWidget):
         if rect is not None:
             p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
             p.drawImage(rect, self._image)
-            if self._show_roi and self._roi is not None:
-                self._draw_roi(p, self._roi, QColor(80, 200, 80))
+            if self._show_roi:
+                for roi, name in self._regions:
+                    self._draw_roi(p, roi, QColor(80, 200, 80), name)
             if self._drag_start is not None and self._drag_now is not None:
                 p.setPen(QPen(QColor(255, 220, 0), 2, Qt.PenStyle.DashLine))
                 p.drawRect(QRectF(self._drag_start, self._drag_now).normalized())
@@ -147,13 +155,16 @@ class ImageView(QWidget):
             p.drawText(band, Qt.AlignmentFlag.AlignCenter, self._banner)
         p.end()
 
-    def _draw_roi(self, p: QPainter, roi: Roi, colour: QColor) -> None:
+    def _draw_roi(self, p: QPainter, roi: Roi, colour: QColor, name: str = "") -> None:
         if self._frame_size is None:
             return
         a = self.frame_to_widget(roi.x, roi.y)
         b = self.frame_to_widget(roi.x + roi.w, roi.y + roi.h)
         p.setPen(QPen(colour, 2))
         p.drawRect(QRectF(a, b))
+        if name:
+            p.drawText(QRectF(a.x() + 4, a.y() + 2, max(0.0, b.x() - a.x() - 8), 18),
+                       Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop, name)
 
     def mousePressEvent(self, event) -> None:  # noqa: N802
         if self._drawing and event.button() == Qt.MouseButton.LeftButton and self._image is not None:
@@ -180,7 +191,6 @@ class ImageView(QWidget):
         if x2 - x1 < 8 or y2 - y1 < 8:  # a click, not a region
             return
         roi = Roi(int(round(x1)), int(round(y1)), int(round(x2 - x1)), int(round(y2 - y1)))
-        self._roi = roi
         self.roi_drawn.emit(roi)
 
     def keyPressEvent(self, event) -> None:  # noqa: N802

@@ -1,4 +1,4 @@
-"""Settings dialog: station, camera, model, data folder and PASS/FAIL rules."""
+"""Settings dialog: the station itself (name, camera, folders, outputs, sign-in); recipes hold the rules."""
 
 from __future__ import annotations
 
@@ -16,48 +16,33 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QPlainTextEdit,
     QPushButton,
     QSpinBox,
-    QTableWidget,
     QVBoxLayout,
     QWidget,
 )
 
-from app.inspection import DETECTION_FLOOR
 from app.settings import KEEP_PICTURES, StationSettings
-from app.verdict import ClassRule, VerdictRule
 from detector.images import BIT_DEPTHS
 
 KEEP_PICTURE_LABELS = {"all": "of every inspection", "fail": "of FAIL inspections only"}
 
 
 class SettingsDialog(QDialog):
-    def __init__(self, settings: StationSettings, class_names, parent: QWidget | None = None,
-                 model_threshold: float | None = None):
+    """The station's own settings (admins). What is inspected and how it is judged is in the recipes."""
+
+    def __init__(self, settings: StationSettings, parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle("Station settings")
         self._settings = settings
         self._result: StationSettings | None = None
 
-        # The decision threshold is part of the verdict rule: detections at or above it are judged.
-        self.threshold_default_check = QCheckBox(
-            "the model's default" + (f" ({model_threshold:.2f})" if model_threshold is not None else ""))
-        self.threshold_spin = QDoubleSpinBox()
-        self.threshold_spin.setRange(DETECTION_FLOOR, 1.0)
-        self.threshold_spin.setDecimals(2)
-        self.threshold_spin.setSingleStep(0.05)
-        self.threshold_spin.setKeyboardTracking(False)
-        self.threshold_spin.setValue(settings.threshold if settings.threshold is not None
-                                     else model_threshold if model_threshold is not None else 0.3)
-        self.threshold_default_check.setChecked(settings.threshold is None)
-        self.threshold_spin.setEnabled(settings.threshold is not None)
-        self.threshold_default_check.toggled.connect(lambda on: self.threshold_spin.setEnabled(not on))
-
         self.station_edit = QLineEdit(settings.station_name)
         self.source_edit = QLineEdit(settings.source)
         self.source_edit.setPlaceholderText("0 (first camera), rtsp://…, a video file, a picture folder")
         self.model_edit = QLineEdit(settings.model_path or "")
-        self.model_edit.setPlaceholderText("the shipped model")
+        self.model_edit.setPlaceholderText("the shipped model (for recipes that name none)")
         self.data_edit = QLineEdit(settings.data_dir or "")
         self.data_edit.setPlaceholderText(str(settings.data_path))
         self.reconnect_spin = QDoubleSpinBox()
@@ -86,6 +71,11 @@ class SettingsDialog(QDialog):
         self.pin_length_spin = QSpinBox()
         self.pin_length_spin.setRange(4, 64)
         self.pin_length_spin.setValue(settings.min_pin_length)
+        self.operator_recipe_check = QCheckBox("operators may pick the recipe")
+        self.operator_recipe_check.setChecked(settings.operator_may_select_recipe)
+        self.sinks_edit = QPlainTextEdit("\n".join(settings.sinks))
+        self.sinks_edit.setPlaceholderText("one per line: mqtt://broker:1883/plant, https://mes.example/results")
+        self.sinks_edit.setFixedHeight(60)
 
         self.bit_depth_combo = QComboBox()
         for bits in BIT_DEPTHS:
@@ -101,58 +91,20 @@ class SettingsDialog(QDialog):
         self.megapixels_spin.setValue(settings.max_megapixels)
         self.megapixels_spin.setToolTip("Pictures whose header declares more pixels are refused before decoding.")
 
-        rule = settings.rule
-        self.unit_combo = QComboBox()
-        self.unit_combo.addItems(["px", "mm"])
-        self.unit_combo.setCurrentText(rule.unit)
-        self.px_per_mm_spin = QDoubleSpinBox()
-        self.px_per_mm_spin.setRange(0.0, 10000.0)
-        self.px_per_mm_spin.setDecimals(3)
-        self.px_per_mm_spin.setValue(rule.px_per_mm or 0.0)
-        self.px_per_mm_spin.setSpecialValueText("not calibrated")
-
-        names = list(dict.fromkeys([*class_names, *rule.classes]))
-        self.rule_table = QTableWidget(len(names), 2)
-        self.rule_table.setHorizontalHeaderLabels(["min score", "min size (longer side)"])
-        self.rule_table.setVerticalHeaderLabels(names)
-        self._rule_names = names
-        for row, name in enumerate(names):
-            r = rule.for_class(name)
-            score = QDoubleSpinBox()
-            score.setRange(0.0, 1.0)
-            score.setSingleStep(0.05)
-            score.setDecimals(2)
-            score.setKeyboardTracking(False)
-            score.setValue(r.min_score)
-            size = QDoubleSpinBox()
-            size.setKeyboardTracking(False)
-            size.setRange(0.0, 100000.0)
-            size.setDecimals(2)
-            size.setValue(r.min_size)
-            self.rule_table.setCellWidget(row, 0, score)
-            self.rule_table.setCellWidget(row, 1, size)
-        self.rule_table.resizeColumnsToContents()
-
         form = QFormLayout()
         form.addRow("Station name", self.station_edit)
         form.addRow("Camera / source", self.source_edit)
         form.addRow("Reconnect every", self.reconnect_spin)
         form.addRow("Camera bit depth", self.bit_depth_combo)
         form.addRow("Largest picture", self.megapixels_spin)
-        form.addRow("Model file", self._with_browse(self.model_edit, self._browse_model))
+        form.addRow("Default model file", self._with_browse(self.model_edit, self._browse_model))
         form.addRow("Keep pictures", self.keep_combo)
         form.addRow("Keep free on disk", self.reserve_spin)
         form.addRow("Data folder", self._with_browse(self.data_edit, self._browse_data))
+        form.addRow("Recipes", self.operator_recipe_check)
+        form.addRow("Result outputs", self.sinks_edit)
         form.addRow("Sign out after idle", self.idle_spin)
         form.addRow("Shortest PIN", self.pin_length_spin)
-        threshold_row = QWidget()
-        tr = QHBoxLayout(threshold_row)
-        tr.setContentsMargins(0, 0, 0, 0)
-        tr.addWidget(self.threshold_spin)
-        tr.addWidget(self.threshold_default_check, 1)
-        form.addRow("Decision threshold", threshold_row)
-        form.addRow("Size unit", self.unit_combo)
-        form.addRow("Calibration (px per mm)", self.px_per_mm_spin)
 
         self.error_label = QLabel()
         self.error_label.setStyleSheet("color:#c62828;")
@@ -163,29 +115,15 @@ class SettingsDialog(QDialog):
 
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(QLabel("FAIL when a detection at or above the decision threshold also reaches both of its class's limits:"))
-        layout.addWidget(self.rule_table)
+        layout.addWidget(QLabel("Regions, model and PASS/FAIL rule of each product type: File ▸ Recipes."))
         layout.addWidget(self.error_label)
         layout.addWidget(buttons)
 
     def _with_browse(self, edit: QLineEdit, slot) -> QWidget:
-        w = QWidget()
-        row = QHBoxLayout(w)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(edit, 1)
-        b = QPushButton("Browse…")
-        b.clicked.connect(slot)
-        row.addWidget(b)
-        return w
+        return with_browse(edit, slot)
 
     def _browse_model(self) -> None:
-        from detector.api import default_model_path
-
-        # Start beside the current model, or the shipped one (whose faster int8 file lies beside it).
-        start = Path(self.model_edit.text().strip() or default_model_path()).parent
-        f, _ = QFileDialog.getOpenFileName(self, "Model file", str(start), "Models (*.onnx *.pth)")
-        if f:
-            self.model_edit.setText(f)
+        browse_model(self, self.model_edit)
 
     def _browse_data(self) -> None:
         d = QFileDialog.getExistingDirectory(self, "Data folder")
@@ -197,12 +135,11 @@ class SettingsDialog(QDialog):
         station = self.station_edit.text().strip()
         if not station:
             raise ValueError("the station needs a name")
-        classes = {}
-        for row, name in enumerate(self._rule_names):
-            classes[name] = ClassRule(self.rule_table.cellWidget(row, 0).value(), self.rule_table.cellWidget(row, 1).value())
-        px_per_mm = self.px_per_mm_spin.value() or None
-        rule = VerdictRule(classes=classes, unit=self.unit_combo.currentText(), px_per_mm=px_per_mm,
-                           default=self._settings.rule.default)
+        sinks = tuple(line.strip() for line in self.sinks_edit.toPlainText().splitlines() if line.strip())
+        for url in sinks:
+            from app.outputs import open_output
+
+            open_output(url)  # ValueError names a bad URL now, not at the next start (nothing connects yet)
         return replace(
             self._settings,
             station_name=station,
@@ -213,11 +150,11 @@ class SettingsDialog(QDialog):
             keep_pictures=self.keep_combo.currentData(),
             min_free_mb=self.reserve_spin.value(),
             idle_lock_minutes=self.idle_spin.value(),
+            min_pin_length=self.pin_length_spin.value(),
+            operator_may_select_recipe=self.operator_recipe_check.isChecked(),
+            sinks=sinks,
             bit_depth=self.bit_depth_combo.currentData(),
             max_megapixels=self.megapixels_spin.value(),
-            min_pin_length=self.pin_length_spin.value(),
-            threshold=None if self.threshold_default_check.isChecked() else round(self.threshold_spin.value(), 2),
-            rule=rule,
         )
 
     def accept(self) -> None:
@@ -230,3 +167,25 @@ class SettingsDialog(QDialog):
 
     def result_settings(self) -> StationSettings:
         return self._result if self._result is not None else self._settings
+
+
+def with_browse(edit: QLineEdit, slot) -> QWidget:
+    """A line edit with a Browse… button beside it."""
+    w = QWidget()
+    row = QHBoxLayout(w)
+    row.setContentsMargins(0, 0, 0, 0)
+    row.addWidget(edit, 1)
+    b = QPushButton("Browse…")
+    b.clicked.connect(slot)
+    row.addWidget(b)
+    return w
+
+
+def browse_model(parent: QWidget, edit: QLineEdit) -> None:
+    """Pick a model file, starting beside the current one or the shipped one (whose int8 file lies beside it)."""
+    from detector.api import default_model_path
+
+    start = Path(edit.text().strip() or default_model_path()).parent
+    f, _ = QFileDialog.getOpenFileName(parent, "Model file", str(start), "Models (*.onnx *.pth)")
+    if f:
+        edit.setText(f)

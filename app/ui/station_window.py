@@ -1,29 +1,31 @@
-"""The operator screen: live picture, Inspect, overlay, PASS/FAIL, log.
+"""The operator screen: a view of the `Station` (app/station.py).
 
-Capture runs on the feed's thread and inference on a worker thread; the GUI
-thread only polls the newest frame and paints, so the window never freezes
-and a slow model drops frames instead of queueing them.
+The station decides when an inspection runs and in what state it is; the
+window renders its events (frames, results, state, recipe) and forwards the
+user's intents (inspect, continuous, step, open a source, sign in, settings,
+recipes). Station events arrive on station threads and are queued to the Qt
+thread, so the window never freezes and a slow model drops frames instead of
+queueing them.
 
 A verdict belongs to the one frame it was made on. Anything that changes what
 the operator is looking at (another picture, a new live frame, another source,
-region or serial) clears it to NOT INSPECTED at once, and a result that comes
-back after such a change is logged but never shown as the current part's.
+region or serial) clears it to NOT INSPECTED at once, and an operator's result
+that comes back after such a change is logged but never shown as the current
+part's.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QColor, QIcon, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (
     QApplication,
     QCheckBox,
+    QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
@@ -46,14 +48,25 @@ from PySide6.QtWidgets import (
 
 from app.inspection import DETECTION_FLOOR, InspectionResult, Inspector
 from app.overlay import FALLBACK_COLOUR, as_bgr
-from app.paths import default_config_path
-from app.review import record_setting_change
+from app.recipes import Recipe
 from app.roi import Roi
-from app.settings import StationSettings, save_settings
-from app.settings_audit import check_outside_changes, record_written
-from app.sources import FAILED, NOT_FOUND, RECONNECTING, FrameSource, ImageFilesSource, LiveFeed, SourceError, open_source
-from app.store import InspectionStore, StoreError
-from app.users import SETUP_USER, User, UserDirectory
+from app.settings import StationSettings
+from app.sources import FAILED, NOT_FOUND, RECONNECTING, FeedFrame, FrameSource, ImageFilesSource
+from app.station import (
+    ContinuousChanged,
+    FrameArrived,
+    InspectionDone,
+    InspectionFailed,
+    InspectionStarted,
+    Job,
+    RecipeChanged,
+    SourceChanged,
+    SourceEnded,
+    StateChanged,
+    Station,
+    StationError,
+)
+from app.users import SETUP_USER, PermissionDenied, User
 from detector import Detector
 
 POLL_MS = 30  # GUI refresh of the live picture (~33 Hz)
@@ -82,52 +95,10 @@ def model_description(detector: Detector) -> str:
     return f"{path.name} ({precision})"
 
 
-class InspectionRunner(QObject):
-    """Runs one inspection at a time on a worker thread; results come back as signals.
+class _EventBridge(QObject):
+    """Carries station events from the station's threads to the Qt thread (a queued signal)."""
 
-    Each submission carries a context token that comes back with its result,
-    so the window can tell whether the result still belongs to what is shown.
-    """
-
-    finished = Signal(object)  # (InspectionResult, context)
-    failed = Signal(object)  # (message, context)
-
-    def __init__(self, parent: QObject | None = None):
-        super().__init__(parent)
-        self._busy = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def busy(self) -> bool:
-        return self._busy.is_set()
-
-    def submit(self, inspector: Inspector, frame: np.ndarray, context: int, **kwargs) -> bool:
-        """Start an inspection; False (and nothing queued) if one is still running."""
-        if self._busy.is_set():
-            return False
-        self._busy.set()
-        self._thread = threading.Thread(target=self._run, args=(inspector, frame, context, kwargs), daemon=True,
-                                        name="inspection")
-        self._thread.start()
-        return True
-
-    def wait(self, timeout: float = 10.0) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self, inspector: Inspector, frame: np.ndarray, context: int, kwargs: dict) -> None:
-        try:
-            result = inspector.inspect(frame, **kwargs)
-        except ValueError as exc:  # bad frame or region: tell the operator, keep running
-            self._busy.clear()
-            self.failed.emit((str(exc), context))
-            return
-        except Exception as exc:  # never let a model failure take the station down
-            self._busy.clear()
-            self.failed.emit((f"inspection failed: {type(exc).__name__}: {exc}", context))
-            return
-        self._busy.clear()
-        self.finished.emit((result, context))
+    event = Signal(object)
 
 
 class _InputWatcher(QObject):
@@ -146,35 +117,28 @@ class _InputWatcher(QObject):
         return False
 
 
+
 class StationWindow(QMainWindow):
     def __init__(self, settings: StationSettings, config_path: Path | None = None, warnings: list[str] | None = None,
                  detector: Detector | None = None, user: User | None = SETUP_USER, overrides: dict | None = None,
-                 db_path: Path | None = None):
-        """`settings`: as read from the settings file (what is saved back);
-        `overrides`: command-line values for this run only (source, model_path,
-        data_dir), never written to the file; `db_path`: a log to open instead of
-        the data folder's (`--db`); `user`: who signed in (None: locked)."""
+                 db_path: Path | None = None, station: Station | None = None):
+        """`settings`: as read from the settings file (what is saved back); `overrides`: command-line
+        values for this run only (source, model_path, data_dir), never written to the file; `db_path`:
+        a log to open instead of the data folder's (`--db`); `user`: who signed in (None: locked);
+        `station`: a station to show (default: one built from these arguments, started here)."""
         super().__init__()
-        self._base_settings = settings
-        self._overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-        self._db_override = Path(db_path) if db_path else None
+        self.station = station or Station(settings, config_path=config_path, overrides=overrides, db_path=db_path,
+                                          detector=detector)
         self.user: User | None = user
         self.gallery = None  # built when first shown
         self.reports = None
-        self.config_path = config_path
-        self.setWindowTitle(f"Inspection station — {self.settings.station_name}")
-        self.detector: Detector | None = detector
-        self.store: InspectionStore | None = None
-        self.users: UserDirectory | None = None
-        self.inspector: Inspector | None = None
-        self.feed: LiveFeed | None = None
         self.last_result: InspectionResult | None = None
         self.current_result: InspectionResult | None = None  # the result on screen, None: not inspected
         self.inspections_done = 0
         self._context = 0  # bumped whenever what the operator looks at changes
-        self._holding_result = False  # the view shows the last result, not the live picture
-        self._shown_seq = -1
-        self._submitted_seq = -1
+        self._trigger_context: int | None = None  # the context when the operator's inspection was triggered
+        self._holding_result = False  # the view shows a result, not the live picture
+        self._shown: FeedFrame | None = None  # the live frame on screen
         self._probing_camera = False
         self._problems: list[str] = list(warnings or [])
         self._click_time: float | None = None
@@ -182,15 +146,20 @@ class StationWindow(QMainWindow):
         self.last_click_to_verdict_ms: float | None = None
         self.display_threshold = DETECTION_FLOOR
 
-        self.runner = InspectionRunner(self)
-        self.runner.finished.connect(self._on_result)
-        self.runner.failed.connect(self._on_inspection_failed)
-
+        self._bridge = _EventBridge(self)
+        self._bridge.event.connect(self._on_event, Qt.ConnectionType.QueuedConnection)
+        self._unsubscribe = self.station.subscribe(self._bridge.event.emit)
         self._build_ui()
-        self._load_model_and_store()
-        self._check_settings_file()
+        if station is None:
+            self.station.start(open_configured_source=False)
+        self._problems += self.station.problems
+        self.station.problems.clear()
+        self.setWindowTitle(f"Inspection station — {self.settings.station_name}")
+        self._show_model_and_recipe()
         self._open_configured_source()
         self._apply_user(user)
+        if self.settings.continuous:
+            self.continuous_check.setChecked(True)
 
         self._timer = QTimer(self)
         self._timer.timeout.connect(self._poll)
@@ -204,15 +173,41 @@ class StationWindow(QMainWindow):
         self._idle_timer.start(IDLE_CHECK_MS)
         self._show_problems()
 
-    # -- settings: the file's, plus this run's command-line overrides -------------------
+    # -- what the station holds --------------------------------------------------------
 
     @property
     def settings(self) -> StationSettings:
-        return replace(self._base_settings, **self._overrides) if self._overrides else self._base_settings
+        return self.station.settings
 
     @property
-    def db_path(self) -> Path:
-        return self._db_override or self.settings.db_path
+    def store(self):
+        return self.station.store
+
+    @property
+    def users(self):
+        return self.station.users
+
+    @property
+    def feed(self):
+        return self.station.feed
+
+    @property
+    def detector(self) -> Detector | None:
+        return self.station.detector
+
+    @property
+    def recipe(self) -> Recipe | None:
+        return self.station.recipe
+
+    @property
+    def config_path(self) -> Path:
+        return self.station.config_path
+
+    @property
+    def inspector(self) -> Inspector | None:
+        """An Inspector for drawing results with the active model's colours (None without a model)."""
+        detector = self.detector
+        return Inspector(detector, None, self.settings.station_name) if detector is not None else None
 
     # -- construction -------------------------------------------------------------
 
@@ -231,6 +226,9 @@ class StationWindow(QMainWindow):
         self.legend.setTextFormat(Qt.TextFormat.RichText)
         self.legend.setWordWrap(True)
 
+        self.recipe_combo = QComboBox()
+        self.recipe_combo.setToolTip("The product type being inspected: its regions, model and rule")
+        self.recipe_combo.activated.connect(self._on_recipe_chosen)
         self.part_edit = QLineEdit()
         self.part_edit.setPlaceholderText("type or scan, Enter inspects")
         self.part_edit.returnPressed.connect(self.inspect_now)
@@ -249,7 +247,6 @@ class StationWindow(QMainWindow):
         self.inspect_button.clicked.connect(self.inspect_now)
 
         self.continuous_check = QCheckBox("Continuous (inspect every frame)")
-        self.continuous_check.setChecked(self.settings.continuous)
         self.continuous_check.toggled.connect(self._on_continuous_toggled)
         self.live_button = QPushButton("Live view  (Esc)")
         self.live_button.clicked.connect(self.back_to_live)
@@ -268,7 +265,7 @@ class StationWindow(QMainWindow):
         self.rule_label.setWordWrap(True)
 
         self.roi_button = QPushButton("Draw region")
-        self.roi_button.setToolTip("Drag a rectangle on the picture: only that region is inspected")
+        self.roi_button.setToolTip("Drag a rectangle on the picture: the recipe's region (admins; saves a new recipe version)")
         self.roi_button.clicked.connect(self._start_roi)
         self.roi_clear_button = QPushButton("Whole frame")
         self.roi_clear_button.clicked.connect(lambda: self._set_roi(None))
@@ -286,6 +283,7 @@ class StationWindow(QMainWindow):
         col.addWidget(self.verdict_label)
         col.addWidget(self.inspect_button)
         ids = QFormLayout()
+        ids.addRow("Recipe", self.recipe_combo)
         ids.addRow("Part / serial", self.part_edit)
         ids.addRow("Operator", self.operator_edit)
         ids.addRow("Signed in", self.signed_in_label)
@@ -330,12 +328,15 @@ class StationWindow(QMainWindow):
         self.tabs.currentChanged.connect(self._on_tab)
         self.setCentralWidget(self.tabs)
 
+        self.state_label = QLabel()
         self.source_label = QLabel()
         self.fps_label = QLabel()
         self.ms_label = QLabel()
         self.log_label = QLabel()
+        self.outputs_label = QLabel()
         self.user_label = QLabel()
-        for w in (self.source_label, self.fps_label, self.ms_label, self.log_label, self.user_label):
+        for w in (self.state_label, self.source_label, self.fps_label, self.ms_label, self.log_label, self.outputs_label,
+                  self.user_label):
             self.statusBar().addPermanentWidget(w)
 
         self._build_menu()
@@ -345,8 +346,6 @@ class StationWindow(QMainWindow):
         QShortcut(QKeySequence("Esc"), self).activated.connect(self._on_escape)
         QShortcut(QKeySequence("PgDown"), self).activated.connect(lambda: self._step(1))
         QShortcut(QKeySequence("PgUp"), self).activated.connect(lambda: self._step(-1))
-
-        self.view.set_roi(self.settings.roi)
 
     def _build_menu(self) -> None:
         m = self.menuBar().addMenu("&File")
@@ -366,6 +365,10 @@ class StationWindow(QMainWindow):
         self.settings_action.setShortcut(QKeySequence("Ctrl+,"))
         self.settings_action.triggered.connect(self.open_settings)
         m.addAction(self.settings_action)
+        self.recipes_action = QAction("&Recipes…", self)
+        self.recipes_action.setShortcut(QKeySequence("Ctrl+R"))
+        self.recipes_action.triggered.connect(self.open_recipes)
+        m.addAction(self.recipes_action)
         self.users_action = QAction("&Users and roles…", self)
         self.users_action.triggered.connect(self.open_users)
         m.addAction(self.users_action)
@@ -380,38 +383,39 @@ class StationWindow(QMainWindow):
         a.triggered.connect(self.close)
         m.addAction(a)
 
-    def _load_model_and_store(self) -> None:
-        wanted = self.settings.model_path
-        if self.detector is None or (wanted and Path(wanted) != self.detector.model_path):
-            try:
-                self.detector = Detector(wanted)
-            except (ValueError, FileNotFoundError, OSError) as exc:
-                self.detector = None
-                self._problems.append(f"Model not loaded: {exc}\nFix the model path in Settings.")
-        if self.store is not None:
-            self.store.close()
-            self.store = self.users = None
-        try:
-            self.store = InspectionStore(self.db_path, min_free_bytes=int(self.settings.min_free_mb * 1e6))
-            self.users = UserDirectory(self.store, min_pin_length=self.settings.min_pin_length)
-        except StoreError as exc:
-            self._problems.append(f"Inspection log unavailable: {exc}\nInspections are NOT logged until this is fixed.")
-        if self.detector is not None:
-            self.inspector = Inspector(self.detector, self.store, self.settings.station_name, self.settings.rule,
-                                       self.settings.keep_pictures)
-            meta = self.detector.metadata
+    def _show_model_and_recipe(self) -> None:
+        """Legend, rule, recipe list and regions for the active recipe and its model."""
+        detector, recipe = self.detector, self.recipe
+        if detector is not None:
+            meta = detector.metadata
             swatches = " ".join(
                 f"<span style='background:{meta.colours.get(c, FALLBACK_COLOUR)}; color:black; padding:2px 6px;'>"
                 f"&nbsp;{c}&nbsp;</span>" for c in meta.class_names
             )
             self.legend.setText(f"{swatches}<br><small>solid box + FAIL: fails the part · dashed: shown only</small>"
-                                f"<br><small>model {model_description(self.detector)} · {self.detector.model_id}</small>")
+                                f"<br><small>model {model_description(detector)} · {detector.model_id}</small>")
         else:
-            self.inspector = None
-            self.legend.setText("<b>no model loaded</b>")
+            self.legend.setText(f"<b>no model loaded</b><br><small>{self.station.model_error}</small>")
+        self.recipe_combo.blockSignals(True)
+        self.recipe_combo.clear()
+        recipes = self.station.recipes.list() if self.station.recipes is not None else ([recipe] if recipe else [])
+        for r in recipes:
+            self.recipe_combo.addItem(f"{r.name}  (v{r.version})" + (f"  [{r.external_id}]" if r.external_id else ""), r.name)
+        if recipe is not None:
+            self.recipe_combo.setCurrentIndex(max(0, self.recipe_combo.findData(recipe.name)))
+        self.recipe_combo.blockSignals(False)
         self._apply_display_widgets(self.decision_threshold)
         self._update_rule_label()
+        self._show_regions()
         self._update_inspect_enabled()
+
+    def _show_regions(self) -> None:
+        recipe = self.recipe
+        if recipe is None:
+            self.view.set_regions([])
+            return
+        several = len(recipe.regions) > 1
+        self.view.set_regions([(r.roi, r.name if several else "") for r in recipe.regions if r.roi is not None])
 
     def _show_problems(self) -> None:
         if self._problems:
@@ -455,7 +459,12 @@ class StationWindow(QMainWindow):
                 tab.layout().removeWidget(widget)
                 widget.deleteLater()
                 setattr(self, attr, None)
-        self.settings_action.setEnabled(user is not None and user.can("settings"))
+        admin = user is not None and user.can("settings")
+        self.settings_action.setEnabled(admin)
+        self.recipes_action.setEnabled(admin)
+        self.roi_button.setEnabled(admin)
+        self.roi_clear_button.setEnabled(admin)
+        self.recipe_combo.setEnabled(user is not None and (admin or self.settings.operator_may_select_recipe))
         self.users_action.setEnabled(user is not None and user.can("users"))
         self.switch_user_action.setEnabled(not self._station_open())
         self.continuous_check.setEnabled(user is not None)
@@ -466,7 +475,7 @@ class StationWindow(QMainWindow):
             self.view.set_banner("")
 
     def _update_inspect_enabled(self) -> None:
-        self.inspect_button.setEnabled(self.inspector is not None and self.user is not None)
+        self.inspect_button.setEnabled(self.detector is not None and self.user is not None)
 
     def lock(self, reason: str = "") -> None:
         """Sign the current user out (shift change, idle, account disabled) and ask who is next."""
@@ -504,7 +513,7 @@ class StationWindow(QMainWindow):
         if self.user is None:
             return None
         if self._station_open():
-            return SETUP_USER if self.user is SETUP_USER else self.user
+            return self.user
         if self.user is SETUP_USER:  # users were created while the station was open: someone must sign in
             self.lock("Users exist now: sign in.")
             return None
@@ -545,31 +554,20 @@ class StationWindow(QMainWindow):
     def open_source(self, spec: str, remember: bool = True) -> bool:
         """Switch to another source; on failure keep the current one and say why."""
         try:
-            source: FrameSource = open_source(spec, loop_video=True, max_megapixels=self.settings.max_megapixels,
-                                              bit_depth=self.settings.bit_depth)
-        except SourceError as exc:
+            self.station.open_source(spec, remember=remember)
+            self._invalidate()  # at once: the verdict on screen was of the old source's part
+        except StationError as exc:
             self._probing_camera = False
-            self.statusBar().showMessage(f"Cannot open {spec}: {exc}", 10000)
+            self.statusBar().showMessage(str(exc)[:1].upper() + str(exc)[1:], 10000)
             return False
-        self.use_source(source)
         if remember:
             self._probing_camera = False
-            self._update_settings(source=spec)
         return True
 
     def use_source(self, source: FrameSource) -> None:
         """Show frames from `source` from now on (the previous feed stops)."""
-        if self.feed is not None:
-            self.feed.stop(timeout=0.5)
-        self.feed = LiveFeed(source, reconnect_seconds=self.settings.reconnect_seconds).start()
+        self.station.open_source(source)
         self._invalidate()
-        self._shown_seq = self._submitted_seq = -1
-        self.view.set_image(None)
-        self.view.set_message("Connecting to " + source.name + "…")
-        self.view.set_banner("")
-        is_pictures = isinstance(source, ImageFilesSource)
-        self.prev_button.setEnabled(is_pictures)
-        self.next_button.setEnabled(is_pictures)
 
     def _pictures(self) -> ImageFilesSource | None:
         source = self.feed.source if self.feed is not None else None
@@ -580,14 +578,12 @@ class StationWindow(QMainWindow):
         pictures = self._pictures()
         if pictures is None or not pictures.files:
             return
-        target = pictures.index + delta
-        if not 0 <= target < len(pictures.files):
+        if not self.station.step(delta):
             end = "last" if delta > 0 else "first"
             self.statusBar().showMessage(f"This is the {end} picture of the folder ({pictures.index + 1}/{len(pictures.files)}).",
                                          5000)
             return
         self._invalidate()
-        self.feed.step(delta)
 
     def _choose_pictures(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(self, "Open pictures", "", "Pictures (*.png *.jpg *.jpeg *.bmp *.tif *.tiff)")
@@ -611,7 +607,55 @@ class StationWindow(QMainWindow):
         if ok and text.strip():
             self.open_source(text.strip())
 
-    # -- polling: live picture, camera state, continuous mode --------------------------
+    # -- station events ------------------------------------------------------------------
+
+    def _on_event(self, event) -> None:
+        if isinstance(event, FrameArrived):
+            self._on_frame(event.frame)
+        elif isinstance(event, InspectionStarted):
+            self.inspect_button.setText("Inspecting…")
+        elif isinstance(event, InspectionDone):
+            self._on_result(event)
+        elif isinstance(event, InspectionFailed):
+            self._on_inspection_failed(event)
+        elif isinstance(event, ContinuousChanged):
+            self.continuous_check.blockSignals(True)
+            self.continuous_check.setChecked(event.on)
+            self.continuous_check.blockSignals(False)
+            if not event.on and event.reason:
+                self.statusBar().showMessage(f"Continuous mode stopped: {event.reason}.", 15000)
+        elif isinstance(event, SourceEnded):
+            self.statusBar().showMessage(f"Continuous mode stopped: {event.reason}.", 15000)
+        elif isinstance(event, SourceChanged):
+            self._invalidate()
+            self._shown = None
+            self.view.set_image(None)
+            self.view.set_message("Connecting to " + event.source.name + "…")
+            self.view.set_banner("")
+            is_pictures = isinstance(event.source, ImageFilesSource)
+            self.prev_button.setEnabled(is_pictures)
+            self.next_button.setEnabled(is_pictures)
+        elif isinstance(event, RecipeChanged):
+            shown = self.current_result
+            if shown is not None and (shown.recipe.name, shown.recipe.version) != (event.recipe.name, event.recipe.version):
+                self._invalidate()  # the verdict on screen was made under another recipe (version)
+            self._show_model_and_recipe()
+            self.statusBar().showMessage(f"Recipe {event.recipe.name} v{event.recipe.version} active"
+                                         + (f" (by {event.by})" if event.by else ""), 8000)
+        elif isinstance(event, StateChanged):
+            self.state_label.setText(f"● {event.state.value}" + (f": {event.detail}" if event.detail else ""))
+
+    def _on_frame(self, frame: FeedFrame) -> None:
+        if self._holding_result or self.feed is None:
+            return
+        self._shown = frame
+        self.view.set_message("")
+        self.view.set_image(as_bgr(frame.frame), (frame.frame.shape[1], frame.frame.shape[0]))
+        self._show_regions()
+        if frame.warnings:
+            self.statusBar().showMessage("⚠ " + "; ".join(frame.warnings), 15000)
+
+    # -- polling: camera state and status bar ------------------------------------------
 
     def _poll(self) -> None:
         feed = self.feed
@@ -620,8 +664,7 @@ class StationWindow(QMainWindow):
         state = feed.state
         if state in (RECONNECTING, NOT_FOUND) and self._probing_camera:
             self._probing_camera = False
-            feed.stop(timeout=0.2)
-            self.feed = None
+            self.station.close_source()
             self.view.set_image(None)
             self.view.set_message(NO_CAMERA_HINT)
             self.source_label.setText("file mode")
@@ -653,29 +696,17 @@ class StationWindow(QMainWindow):
                 self.source_label.setText(f"{feed.source.name} ({state})")
         fps = feed.fps() if pictures is None else 0.0  # a folder has no frame rate
         self.fps_label.setText(f"camera {fps:.1f} fps" if fps else "")
-        latest = feed.latest()
-        if latest is None:
-            return
-        if not self._holding_result and latest.seq != self._shown_seq:
-            self._shown_seq = latest.seq
-            self.view.set_message("")
-            self.view.set_image(as_bgr(latest.frame), (latest.frame.shape[1], latest.frame.shape[0]))
-            self.view.set_roi(self.settings.roi)
-            if latest.warnings:
-                self.statusBar().showMessage("⚠ " + "; ".join(latest.warnings), 15000)
-        if self.continuous_check.isChecked() and not self.runner.busy and latest.seq != self._submitted_seq:
-            if latest.wrapped:  # round the end of the folder: every picture has had its turn
-                self.continuous_check.setChecked(False)
-                self.statusBar().showMessage("Continuous mode stopped: the folder went round to its first picture.", 15000)
-                return
-            self._submit(latest.frame, latest.seq, latest.label, latest.warnings)
+        outputs = self.station.outputs.status() if self.station.outputs is not None else []
+        self.outputs_label.setText(" ".join(
+            f"⇢ {o.name}: {o.backlog_rows} waiting" + (f", oldest {o.oldest_age_s:.0f} s" if o.oldest_age_s else "")
+            if o.backlog_rows else f"⇢ {o.name}: delivered" for o in outputs))
 
     # -- inspecting ---------------------------------------------------------------
 
     def inspect_now(self) -> None:
-        """Inspect the newest frame (button, F5, Space outside text fields, Enter in the part field)."""
-        if self.inspector is None:
-            self.statusBar().showMessage("No model is loaded: set a model file in Settings (Ctrl+,).", 10000)
+        """Inspect the frame on screen (button, F5, Space outside text fields, Enter in the part field)."""
+        if self.detector is None:
+            self.statusBar().showMessage("No model is loaded: set the recipe's model file (File ▸ Recipes).", 10000)
             return
         if self.user is None:
             self.statusBar().showMessage("Locked: sign in first (Ctrl+L).", 8000)
@@ -683,13 +714,18 @@ class StationWindow(QMainWindow):
             return
         if not self._allowed("inspect", "inspect"):
             return
-        latest = self.feed.latest() if self.feed is not None else None
-        if latest is None:
+        frame = self._shown if not self._holding_result else None
+        frame = frame or (self.feed.latest() if self.feed is not None else None)
+        if frame is None:
             self.statusBar().showMessage("No picture to inspect yet: open a camera, video or pictures (File menu).", 8000)
             return
         self._click_time = time.perf_counter()
-        if not self._submit(latest.frame, latest.seq, latest.label, latest.warnings):
-            self.statusBar().showMessage("Still inspecting the previous frame…", 2000)
+        job = Job("operator", part_id=self.part_edit.text().strip(), operator=self._operator(), frame=frame)
+        self._trigger_context = self._context
+        if not self.station.trigger(job):
+            self._trigger_context = None
+            self.statusBar().showMessage("Still inspecting the previous frame…" if not self.station.continuous
+                                         else "Continuous mode inspects by itself: switch it off to inspect one part.", 3000)
 
     def _operator(self) -> str:
         """Who is logged with an inspection: the signed-in user; the free field only on an open station."""
@@ -699,34 +735,22 @@ class StationWindow(QMainWindow):
             return self.operator_edit.text().strip()
         return self.user.name
 
-    def _submit(self, frame: np.ndarray, seq: int, label: str, warnings: tuple[str, ...] = ()) -> bool:
-        if self.inspector is None or self.user is None:
-            return False
-        ok = self.runner.submit(
-            self.inspector, frame, self._context, roi=self.settings.roi, threshold=self.decision_threshold,
-            source=label, operator=self._operator(), part_id=self.part_edit.text().strip(),
-            frame_warnings=warnings or None,
-        )
-        if ok:
-            self._submitted_seq = seq
-            self.inspect_button.setText("Inspecting…")
-        return ok
-
-    def _on_result(self, payload) -> None:
-        result, context = payload
+    def _on_result(self, event: InspectionDone) -> None:
+        result = event.result
         self.last_result = result
         self.inspections_done += 1
         self.inspect_button.setText(INSPECT_LABEL)
-        if self._click_time is not None:
+        if self._click_time is not None and event.job.trigger == "operator":
             self.last_click_to_verdict_ms = (time.perf_counter() - self._click_time) * 1000.0
             self._click_time = None
         self.ms_label.setText(f"inference {result.inference_ms:.0f} ms")
         logged = f"#{result.inspection_id}" if result.inspection_id else "not logged"
-        if context != self._context:
+        if event.job.trigger == "operator" and self._trigger_context != self._context:
             # The operator moved on while the model ran: this verdict is not the part on screen.
             self.statusBar().showMessage(f"The previous part's inspection ({result.verdict.verdict}, {logged}) finished after "
                                          "you moved on; the part on screen is NOT INSPECTED.", 15000)
             return
+        # Continuous and line results show the very frame they judged (the overlay replaces the live picture).
         self.current_result = result
         self._holding_result = True
         self._render_result()
@@ -737,44 +761,30 @@ class StationWindow(QMainWindow):
             self.log_label.setText(f"logged {logged}")
             if result.warnings:
                 self.statusBar().showMessage("; ".join(result.warnings), 15000)
-        if self.continuous_check.isChecked():
-            self._continue_through_folder()
-        else:
+        if event.job.trigger == "operator":
             self.part_edit.selectAll()  # the next scan replaces the serial
 
-    def _continue_through_folder(self) -> None:
-        """Continuous mode on a picture folder: on to the next picture, stop after the last."""
-        pictures = self._pictures()
-        if pictures is None:
-            return
-        if pictures.index + 1 < len(pictures.files):
-            self.feed.step(1)
-        else:
-            self.continuous_check.setChecked(False)
-            self.statusBar().showMessage(f"Continuous mode stopped: that was the last picture of the folder "
-                                         f"({len(pictures.files)}).", 15000)
-
-    def _on_inspection_failed(self, payload) -> None:
-        message, context = payload
+    def _on_inspection_failed(self, event: InspectionFailed) -> None:
         self._click_time = None
         self.inspect_button.setText(INSPECT_LABEL)
-        self.statusBar().showMessage(message, 15000)
-        if context == self._context:
+        self.statusBar().showMessage(event.message, 15000)
+        if event.job.trigger != "operator" or self._trigger_context == self._context:
             self.current_result = None
             self._set_verdict("ERROR")
             self.detections_list.clear()
-            self.detections_list.addItem(f"not inspected: {message}")
-        if self.continuous_check.isChecked():
-            self.continuous_check.setChecked(False)  # the same frame would fail again
+            self.detections_list.addItem(f"not inspected: {event.message}")
 
     def _invalidate(self) -> None:
         """What the operator looks at changed: no verdict is on screen until the next inspection."""
         self._context += 1
         self.current_result = None
-        self._holding_result = False
-        self._shown_seq = -1  # redraw the live picture (without the old overlay) at the next poll
         self._set_verdict(None)
         self._show_defect_list_placeholder()
+        if self._holding_result:
+            self._holding_result = False
+            latest = self.feed.latest() if self.feed is not None else None
+            if latest is not None:  # the live picture again, without the old overlay
+                self._on_frame(latest)
 
     def _show_defect_list_placeholder(self) -> None:
         self.detections_list.clear()
@@ -782,19 +792,27 @@ class StationWindow(QMainWindow):
 
     def _render_result(self) -> None:
         r = self.current_result
-        if r is None or self.inspector is None:
+        inspector = self.inspector
+        if r is None or inspector is None:
             return
         shown = r.displayed(self.display_threshold)
-        overlay = self.inspector.annotate(r, shown, badge=False)  # the big label shows the verdict
+        overlay = inspector.annotate(r, shown, badge=False)  # the big label shows the verdict
         self.view.set_image(overlay, (r.frame.shape[1], r.frame.shape[0]), show_roi=False)
         self._set_verdict(r.verdict.verdict)
         self.detections_list.clear()
         failing = set(r.verdict.failing)
+        several = len(r.regions) > 1
+        if several:
+            for region in r.regions:
+                item = QListWidgetItem(f"region {region.name}: {region.verdict.verdict}")
+                item.setForeground(QColor(LIST_FAIL_TEXT if region.verdict.verdict == "FAIL" else LIST_TEXT))
+                self.detections_list.addItem(item)
         for i in sorted(shown, key=lambda k: (k not in failing, -r.detections[k].score)):
             d = r.detections[i]
             x1, y1, x2, y2 = d.box
             item = QListWidgetItem(("✖ FAIL  " if i in failing else "")
-                                   + f"{d.label}  {d.score:.2f}   {x2 - x1:.0f}×{y2 - y1:.0f} px at ({x1:.0f}, {y1:.0f})")
+                                   + f"{d.label}  {d.score:.2f}   {x2 - x1:.0f}×{y2 - y1:.0f} px at ({x1:.0f}, {y1:.0f})"
+                                   + (f"  [{r.detection_regions[i]}]" if several else ""))
             item.setForeground(QColor(LIST_FAIL_TEXT if i in failing else LIST_TEXT))
             item.setIcon(self._swatch(d.label))
             if i in failing:
@@ -811,7 +829,8 @@ class StationWindow(QMainWindow):
 
     def _swatch(self, label: str) -> QIcon:
         pm = QPixmap(14, 14)
-        pm.fill(QColor(self.inspector.colours.get(label, FALLBACK_COLOUR) if self.inspector else FALLBACK_COLOUR))
+        colours = self.detector.metadata.colours if self.detector is not None else {}
+        pm.fill(QColor(colours.get(label, FALLBACK_COLOUR)))
         return QIcon(pm)
 
     def shown_detections(self):
@@ -840,26 +859,28 @@ class StationWindow(QMainWindow):
             self.back_to_live()
 
     def _on_continuous_toggled(self, on: bool) -> None:
-        self._update_settings(continuous=on)
-        pictures, latest = self._pictures(), self.feed.latest() if self.feed is not None else None
-        if on and pictures is not None and latest is not None and latest.seq == self._submitted_seq:
-            # The picture on screen was inspected already: continuous mode goes on with the next one.
-            if pictures.index + 1 < len(pictures.files):
-                self._invalidate()
-                self.feed.step(1)
-            else:
-                self.continuous_check.setChecked(False)
-                self.statusBar().showMessage("Continuous mode: this is the last picture of the folder and it is "
-                                             "inspected already.", 10000)
+        if on and not self._allowed("inspect", "inspect"):
+            self.continuous_check.blockSignals(True)
+            self.continuous_check.setChecked(False)
+            self.continuous_check.blockSignals(False)
+            return
+        if on:
+            self._invalidate()
+        self.station.set_continuous(on)
+        try:
+            self.station.update_settings(continuous=on)
+        except StationError as exc:
+            self.statusBar().showMessage(str(exc), 10000)
 
-    # -- thresholds: the rule's (admin) and the display filter (anyone) -------------------
+    # -- thresholds: the recipe's (admin) and the display filter (anyone) -------------------
 
     @property
     def decision_threshold(self) -> float:
-        """The rule's threshold: detections at or above it are judged (settings, else the model's default)."""
-        if self.settings.threshold is not None:
-            return self.settings.threshold
-        return self.detector.metadata.default_threshold if self.detector is not None else 0.3
+        """The recipe's threshold: detections at or above it are judged (else the model's default)."""
+        recipe, detector = self.recipe, self.detector
+        if recipe is not None and recipe.threshold is not None:
+            return recipe.threshold
+        return detector.metadata.default_threshold if detector is not None else 0.3
 
     @property
     def threshold(self) -> float:
@@ -883,12 +904,18 @@ class StationWindow(QMainWindow):
             self._render_result()
 
     def _update_rule_label(self) -> None:
-        self.rule_label.setText(f"Verdict rule (set by an admin): FAIL at score ≥ <b>{self.decision_threshold:.2f}</b> "
-                                f"within the class limits. The slider only shows or hides boxes.")
+        recipe = self.recipe
+        own = [r.name for r in recipe.regions if r.threshold is not None or r.rule is not None] if recipe else []
+        self.rule_label.setText(
+            f"Verdict rule (set by an admin): recipe <b>{recipe.name if recipe else '—'}</b>"
+            f" v{recipe.version if recipe else 0}, FAIL at score ≥ <b>{self.decision_threshold:.2f}</b> within the class"
+            " limits" + (f" (own rules: {', '.join(own)})" if own else "") + ". The slider only shows or hides boxes.")
 
-    # -- region -------------------------------------------------------------------
+    # -- region (the active recipe's) ----------------------------------------------------
 
     def _start_roi(self) -> None:
+        if not self._allowed("settings", "change the recipe's regions"):
+            return
         if self.view.image() is None:
             self.statusBar().showMessage("Open a source first: the region is drawn on its picture.", 5000)
             return
@@ -900,60 +927,86 @@ class StationWindow(QMainWindow):
         self._set_roi(roi)
 
     def _set_roi(self, roi: Roi | None) -> None:
+        """Set a region of the active recipe (which one is asked when it has several); saves a new version."""
+        recipe = self.recipe
+        if recipe is None or not self._allowed("settings", "change the recipe's regions"):
+            return
+        index = 0
+        if len(recipe.regions) > 1:
+            names = [r.name for r in recipe.regions]
+            name, ok = QInputDialog.getItem(self, "Inspection region", "Which region of the recipe?", names, 0, False)
+            if not ok:
+                self._show_regions()
+                return
+            index = names.index(name)
+        regions = list(recipe.regions)
+        regions[index] = replace(regions[index], roi=roi)
         self._invalidate()
-        self.view.set_roi(roi)
-        self._update_settings(roi=roi)
-        self.statusBar().showMessage(f"Inspection region: {roi}" if roi else "Inspection region: whole frame", 5000)
+        try:
+            saved = self.station.save_recipe(replace(recipe, regions=tuple(regions)), self.user,
+                                             reason="region set on the operator screen")
+        except (ValueError, PermissionDenied, StationError) as exc:
+            self.statusBar().showMessage(f"Region not changed: {exc}", 10000)
+            self._show_regions()
+            return
+        self.statusBar().showMessage(f"Recipe {saved.name} v{saved.version}: region {regions[index].name} "
+                                     + (f"{roi}" if roi else "whole frame"), 8000)
+
+    def _on_recipe_chosen(self, index: int) -> None:
+        name = self.recipe_combo.itemData(index)
+        if not name or (self.recipe is not None and name == self.recipe.name):
+            return
+        try:
+            self.station.select_recipe(name, by=self.user)
+        except (PermissionDenied, StationError) as exc:
+            self.statusBar().showMessage(f"Recipe not changed: {exc}", 10000)
+            self._show_model_and_recipe()
 
     # -- settings -----------------------------------------------------------------
 
     def _on_operator_changed(self) -> None:
         if self.operator_edit.isVisible():
-            self._update_settings(operator=self.operator_edit.text().strip())
-
-    def _update_settings(self, **changes) -> None:
-        """Change settings and save them; a changed field no longer follows its command-line override."""
-        self._base_settings = replace(self._base_settings, **changes)
-        for key in changes:
-            self._overrides.pop(key, None)
-        self._save_settings()
-
-    def _save_settings(self) -> None:
-        try:
-            path = save_settings(self._base_settings, self.config_path)
-        except OSError as exc:
-            self.statusBar().showMessage(f"Settings not saved: {exc}", 10000)
-            return
-        if self.store is not None:
             try:
-                record_written(self.store, path, self.user.name if self.user else "station")
-            except (StoreError, sqlite3.Error) as exc:
-                self.statusBar().showMessage(f"Settings saved but not recorded in the audit trail: {exc}", 10000)
-
-    def _check_settings_file(self) -> None:
-        """A settings file changed by hand since the station last wrote it is reported and audited."""
-        if self.store is None:
-            return
-        path = self.config_path or default_config_path()
-        try:
-            lines = check_outside_changes(self.store, path)
-        except (StoreError, sqlite3.Error) as exc:
-            self._problems.append(f"Could not check the settings file against the audit trail: {exc}")
-            return
-        if lines:
-            self._problems.append(f"The settings file {path} was changed outside the station since it last saved it "
-                                  "(recorded in the audit trail):\n  " + "\n  ".join(lines))
+                self.station.update_settings(operator=self.operator_edit.text().strip())
+            except StationError as exc:
+                self.statusBar().showMessage(str(exc), 10000)
 
     def open_settings(self) -> None:
         if not self._allowed("settings", "change settings"):
             return
         from app.ui.settings_dialog import SettingsDialog
 
-        dlg = SettingsDialog(self.settings, self.detector.metadata.class_names if self.detector else (), self,
-                             model_threshold=self.detector.metadata.default_threshold if self.detector else None)
+        dlg = SettingsDialog(self.settings, self)
         if dlg.exec() != SettingsDialog.DialogCode.Accepted:
             return
         self.apply_settings(dlg.result_settings())
+
+    def apply_settings(self, new: StationSettings) -> None:
+        if not self._allowed("settings", "change settings"):
+            return
+        try:
+            self.station.apply_settings(new, self.user)
+        except (StationError, PermissionDenied) as exc:
+            self._problems.append(f"Settings not applied: {exc}")
+        self._problems += self.station.problems
+        self.station.problems.clear()
+        self.setWindowTitle(f"Inspection station — {self.settings.station_name}")
+        self._show_model_and_recipe()
+        self._apply_user(self.user)
+        self._show_problems()
+
+    def open_recipes(self) -> None:
+        if self.station.recipes is None:
+            self.statusBar().showMessage("The inspection log is unavailable, and recipes live in it.", 10000)
+            return
+        if not self._allowed("settings", "edit recipes"):
+            return
+        from app.ui.recipes_dialog import RecipesDialog
+
+        dialog = RecipesDialog(self.station, self.user, self)
+        dialog.exec()
+        self.station.refresh_recipe()
+        self._show_model_and_recipe()
 
     def open_users(self) -> None:
         if self.store is None or self.users is None:
@@ -968,58 +1021,6 @@ class StationWindow(QMainWindow):
             self.lock("The station has users now: sign in.")
         else:
             self._fresh_user()  # the admin may have changed their own role
-
-    def apply_settings(self, new: StationSettings) -> None:
-        if not self._allowed("settings", "change settings"):
-            return
-        old = self.settings
-        self._audit_settings(old, new)
-        # Fields left at their command-line value keep the file's value; changed ones are saved.
-        keep = {k: getattr(self._base_settings, k) for k, v in self._overrides.items() if getattr(new, k) == v}
-        self._overrides = {k: v for k, v in self._overrides.items() if k in keep}
-        self._base_settings = replace(new, **keep)
-        self._save_settings()
-        new = self.settings
-        self.setWindowTitle(f"Inspection station — {new.station_name}")
-        if (new.model_path, new.data_dir) != (old.model_path, old.data_dir) or self.inspector is None:
-            if new.model_path != old.model_path:
-                self.detector = None
-            self._load_model_and_store()
-        else:
-            self.inspector.rule = new.rule
-            self.inspector.station = new.station_name
-            self.inspector.keep_pictures = new.keep_pictures
-            if self.store is not None:
-                self.store.min_free_bytes = int(new.min_free_mb * 1e6)
-        if (new.rule, new.threshold) != (old.rule, old.threshold):
-            self._invalidate()  # a verdict on screen was made under the old rule
-            self._update_rule_label()
-        if new.source != old.source and new.source:
-            self.open_source(new.source, remember=False)
-        self.view.set_roi(new.roi)
-        self._show_problems()
-
-    def _audit_settings(self, old: StationSettings, new: StationSettings) -> None:
-        """Rule (with its threshold), model and other settings changes go into the audit trail."""
-        if self.store is None:
-            return
-        before, after = old.to_dict(), new.to_dict()
-        records = []
-        rule_before = {"rule": before.pop("rule"), "threshold": before.pop("threshold")}
-        rule_after = {"rule": after.pop("rule"), "threshold": after.pop("threshold")}
-        if rule_before != rule_after:
-            records.append(("settings.rule", rule_before, rule_after))
-        if before.pop("model_path") != after["model_path"]:
-            records.append(("settings.model", old.model_path, new.model_path))
-        after.pop("model_path")
-        changed = sorted(k for k in after if before.get(k) != after[k])
-        if changed:
-            records.append(("settings.change", {k: before[k] for k in changed}, {k: after[k] for k in changed}))
-        for action, old_value, new_value in records:
-            try:
-                record_setting_change(self.store, self.user, action, old_value, new_value)
-            except Exception as exc:  # noqa: BLE001  (an audit failure must be seen, not crash the station)
-                self._problems.append(f"Settings change not audited: {exc}")
 
     # -- gallery and reports tabs -----------------------------------------------------
 
@@ -1061,11 +1062,11 @@ class StationWindow(QMainWindow):
             self._login.finished.disconnect(self._on_login_finished)
             self._login.reject()
             self._login = None
-        if self.feed is not None:
-            self.feed.stop(timeout=2.0)
-        self.runner.wait(10.0)  # let a running inspection finish logging
-        self._save_settings()
-        if self.store is not None:
-            self.store.close()
-            self.store = None
+        self._unsubscribe()
+        try:
+            self.station.save_settings(self.user if self.user is not None and self.user is not SETUP_USER else None)
+        except StationError as exc:
+            print(f"warning: {exc}")
+        # The inspection in flight finishes and is logged; undelivered results wait in the log for the next start.
+        self.station.stop(drain=True, timeout=3.0)
         super().closeEvent(event)
