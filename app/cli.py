@@ -13,10 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from app import audit_cli, export_csv, headless, training_export_cli, users_cli
+from app import audit_cli, export_csv, headless, serve, status_cli, training_export_cli, users_cli
 
-COMMANDS = {"inspect": headless, "users": users_cli, "export-training-set": training_export_cli, "export-csv": export_csv,
-            "audit": audit_cli}
+COMMANDS = {"inspect": headless, "serve": serve, "status": status_cli, "users": users_cli,
+            "export-training-set": training_export_cli, "export-csv": export_csv, "audit": audit_cli}
 
 
 def main(argv: list[str] | None = None) -> int:

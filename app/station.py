@@ -326,8 +326,12 @@ class Station:
         self._update_state()
         return self
 
-    def stop(self, drain: bool = True, timeout: float = 30.0) -> None:
-        """Finish the inspection in flight, stop continuous mode, drain the outputs (if asked), close everything."""
+    def stop(self, drain: bool = True, timeout: float = 30.0) -> bool:
+        """Finish the inspection in flight, stop continuous mode, drain the outputs (if asked), close everything.
+
+        Returns whether every logged result was delivered to every output (True without outputs); what is not
+        waits in the log and goes out after the next start.
+        """
         self.set_continuous(False, "station stopping")
         self._stopping.set()
         with self._wake:
@@ -339,13 +343,19 @@ class Station:
         if self.feed is not None:
             self.feed.stop(timeout=2.0)
         self._set_state(State.STOPPED, "")
+        delivered = True
         if self.outputs is not None:
             self.outputs.set_state("offline")
-            self.outputs.stop(drain=drain, timeout=timeout)
+            delivered = self.outputs.stop(drain=drain, timeout=timeout)
+            for status in self.outputs.status():
+                if status.backlog_rows:
+                    log.warning("%s: %d results not delivered yet; they wait in the log for the next start",
+                                status.name, status.backlog_rows)
         self._write_status()
         if self.store is not None:
             self.store.close()
             self.store = None
+        return delivered
 
     def _open_store(self) -> None:
         if self.store is not None:
@@ -624,6 +634,10 @@ class Station:
                 break
             if job is not None:
                 frame = job.frame or (self.feed.latest() if self.feed is not None else None)
+                if self.detector is None:
+                    self._finish()
+                    self._emit(InspectionFailed(job, f"no model loaded: {self.model_error}"))
+                    continue
                 if frame is None:
                     self._finish()
                     self._emit(InspectionFailed(job, "no picture to inspect yet: open a camera, video or pictures"))
@@ -679,8 +693,8 @@ class Station:
             self._finish()
             self._emit(InspectionFailed(job, f"inspection failed: {type(exc).__name__}: {exc}"))
             return False
+        self._emit(InspectionDone(job, frame, result))  # the result first, then the state: ready for the next part
         self._finish()
-        self._emit(InspectionDone(job, frame, result))
         return True
 
     def _finish(self) -> None:
