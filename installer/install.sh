@@ -6,6 +6,14 @@
 #   bash installer/install.sh                          # from this checkout (needs PyPI or a proxy)
 #   bash installer/install.sh --wheelhouse DIR         # offline, from installer/build-wheelhouse.sh's folder
 #   bash installer/install.sh --prefix /opt/mis --bin-dir /usr/local/bin --no-desktop
+#   bash installer/install.sh --service [--service-user inspection] [--unit-dir DIR]   # also the line service
+#
+# --service adds a systemd unit, metal-inspection-station.service, that runs
+# `python -m app serve` (no window: the line triggers, the outputs deliver) at
+# boot with the settings in /etc/metal-inspection-station/station.json (root)
+# or the user's, logs to the journal, and stops with SIGTERM (the inspection in
+# flight is finished and logged, the outputs drained). It is enabled and started
+# when systemd runs; otherwise the command to do so is printed.
 #
 # As root it installs to /opt/metal-inspection-station, links the command into
 # /usr/local/bin and adds the Debian libraries Qt's X11 plugin needs. Run it
@@ -20,7 +28,12 @@ if [ "$(id -u)" = 0 ]; then
 else
     PREFIX="$HOME/.local/opt/$NAME"; BIN_DIR="$HOME/.local/bin"; APPS_DIR="$HOME/.local/share/applications"
 fi
-WHEELHOUSE=""; DESKTOP=1; PY=${PYTHON:-python3}
+WHEELHOUSE=""; DESKTOP=1; PY=${PYTHON:-python3}; SERVICE=0; SERVICE_USER="$(id -un)"
+if [ "$(id -u)" = 0 ]; then
+    UNIT_DIR=/etc/systemd/system; SERVICE_CONFIG=/etc/$NAME/station.json
+else
+    UNIT_DIR="$HOME/.config/systemd/user"; SERVICE_CONFIG="$HOME/.config/$NAME/station.json"
+fi
 while [ $# -gt 0 ]; do
     case "$1" in
         --prefix) PREFIX="$2"; shift 2;;
@@ -28,7 +41,11 @@ while [ $# -gt 0 ]; do
         --wheelhouse) WHEELHOUSE="$(cd "$2" && pwd)"; shift 2;;
         --no-desktop) DESKTOP=0; shift;;
         --python) PY="$2"; shift 2;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0;;
+        --service) SERVICE=1; shift;;
+        --service-user) SERVICE_USER="$2"; shift 2;;
+        --service-config) SERVICE_CONFIG="$2"; shift 2;;
+        --unit-dir) UNIT_DIR="$2"; shift 2;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2;;
     esac
 done
@@ -75,9 +92,49 @@ Categories=Utility;
 DESKTOPFILE
 fi
 
+UNIT="$UNIT_DIR/$NAME.service"
+if [ "$SERVICE" = 1 ]; then
+    mkdir -p "$UNIT_DIR" "$(dirname "$SERVICE_CONFIG")"
+    if [ "$(id -u)" = 0 ] && [ "$SERVICE_USER" != root ] && ! id "$SERVICE_USER" >/dev/null 2>&1; then
+        useradd --system --create-home --shell /usr/sbin/nologin "$SERVICE_USER"
+    fi
+    # A system unit runs as the service user; a user unit (not root) as whoever installed it.
+    USER_LINE=""; WANTED=default.target
+    if [ "$(id -u)" = 0 ]; then USER_LINE="User=$SERVICE_USER"; WANTED=multi-user.target; fi
+    cat > "$UNIT" <<SERVICEUNIT
+[Unit]
+Description=Metal-part inspection station (line service: PLC triggers, result outputs)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+$USER_LINE
+Environment=INSPECTION_STATION_CONFIG=$SERVICE_CONFIG
+ExecStart=$PREFIX/venv/bin/python -m app serve --trigger manual
+# SIGTERM: the inspection in flight is finished and logged, the outputs are drained, exit 0.
+KillSignal=SIGTERM
+TimeoutStopSec=90
+Restart=on-failure
+RestartSec=5
+
+[Install]
+WantedBy=$WANTED
+SERVICEUNIT
+    echo "service unit: $UNIT (settings: $SERVICE_CONFIG; set \"source\" there, e.g. a camera)"
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+        if [ "$(id -u)" = 0 ]; then systemctl daemon-reload && systemctl enable --now "$NAME.service"
+        else systemctl --user daemon-reload && systemctl --user enable --now "$NAME.service"; fi
+    else
+        echo "systemd is not running here: enable it later with: systemctl daemon-reload && systemctl enable --now $NAME"
+    fi
+fi
+
 cat > "$PREFIX/uninstall.sh" <<UNINSTALL
 #!/bin/sh
-# Removes the program. Settings (~/.config/$NAME) and inspection logs stay.
+# Removes the program (and its service unit). Settings (~/.config/$NAME) and inspection logs stay.
+if [ -f "$UNIT" ] && [ -d /run/systemd/system ]; then systemctl disable --now "$NAME.service" 2>/dev/null || true; fi
+rm -f "$UNIT"
 rm -f "$BIN_DIR/$NAME" "$APPS_DIR/$NAME.desktop"
 rm -rf "$PREFIX"
 echo "removed $NAME from $PREFIX"

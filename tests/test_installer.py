@@ -15,7 +15,8 @@ def installed(tmp_path_factory):
     root = tmp_path_factory.mktemp("plant_pc")
     env = {**os.environ, "HOME": str(root / "home")}
     r = subprocess.run(["bash", str(REPO / "installer" / "install.sh"), "--prefix", str(root / "prefix"),
-                        "--bin-dir", str(root / "bin"), "--no-desktop"],
+                        "--bin-dir", str(root / "bin"), "--no-desktop", "--service", "--unit-dir", str(root / "units"),
+                        "--service-config", str(root / "etc" / "station.json"), "--service-user", "root"],
                        capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "runs (cpu)" in r.stdout
@@ -49,7 +50,29 @@ def test_installed_command_inspects_headless_without_torch(installed, tmp_path, 
     assert "inspected 4: 2 PASS, 2 FAIL" in r.stdout
 
 
+def test_service_unit_runs_the_station_service(installed, tmp_path, part_pictures):
+    """The installed systemd unit's command is the headless station (`serve`), stopped with SIGTERM."""
+    import json
+    import shlex
+
+    root, env = installed
+    unit = (root / "units" / "metal-inspection-station.service").read_text()
+    assert "KillSignal=SIGTERM" in unit and "WantedBy=" in unit
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))[len("ExecStart="):]
+    config_line = next(line for line in unit.splitlines() if line.startswith("Environment="))
+    assert config_line == f"Environment=INSPECTION_STATION_CONFIG={root / 'etc' / 'station.json'}"
+    (root / "etc" / "station.json").write_text(json.dumps({"source": str(part_pictures[0].parent),
+                                                           "data_dir": str(tmp_path / "data")}))
+    # The unit's own command line; a picture folder and continuous mode make it finish by itself.
+    r = subprocess.run([*shlex.split(exec_start), "--trigger", "continuous"], capture_output=True, text=True, timeout=300,
+                       env={**env, "INSPECTION_STATION_CONFIG": str(root / "etc" / "station.json")}, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count(" INFO serve: #") == 4 and "every picture of the folder is inspected" in r.stdout
+    assert sqlite3.connect(tmp_path / "data" / "inspections.sqlite").execute("SELECT COUNT(*) FROM inspections").fetchone()[0] == 4
+
+
 def test_uninstall_removes_the_program(installed):
     root, env = installed
     subprocess.run([str(root / "prefix" / "uninstall.sh")], check=True, capture_output=True, env=env)
     assert not (root / "prefix").exists() and not (root / "bin" / "metal-inspection-station").exists()
+    assert not (root / "units" / "metal-inspection-station.service").exists()
