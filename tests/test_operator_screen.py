@@ -22,6 +22,7 @@ from app.settings import load_settings
 from app.store import InspectionStore
 from app.ui.station_window import NOT_INSPECTED
 from app.users import SETUP_USER, UserDirectory
+from synthetic import camera_frame
 
 ADMIN_PIN, OLGA_PIN = "246810", "135791"
 
@@ -321,3 +322,36 @@ def test_settings_edited_by_hand_are_reported_and_audited(qtbot, make_window, pa
     window.close()
     window = make_window(str(part_pictures[0].parent))  # reported once, not at every start
     assert not hasattr(window, "_problem_box")
+
+
+def test_recipes_with_several_regions_show_each_region_verdict(qtbot, make_window, tmp_path):
+    from app.recipes import Recipe, Region
+    from app.verdict import ClassRule, VerdictRule
+
+    folder = tmp_path / "scratched"
+    folder.mkdir()
+    frame = camera_frame(True, seed=0)
+    cv2.imwrite(str(folder / "part.png"), frame)
+    x = int(np.argmax((frame[:, :, 0] > 200).sum(axis=0)))  # the scratch's column
+    window = make_window(str(folder))
+    wait_for_frame(qtbot, window)
+    rule = VerdictRule(default=ClassRule(0.3, 0.0))
+    window.station.save_recipe(Recipe("halves", (Region("left", Roi(0, 0, 160, 240)), Region("right", Roi(160, 0, 160, 240))),
+                                      rule, 0.3), window.user)
+    window._show_model_and_recipe()
+    assert window.recipe_combo.count() == 2
+    window.recipe_combo.setCurrentIndex(window.recipe_combo.findData("halves"))
+    window.recipe_combo.activated.emit(window.recipe_combo.currentIndex())
+    qtbot.waitUntil(lambda: "halves" in window.rule_label.text(), timeout=WAIT_MS)
+    assert [name for _, name in window.view.regions()] == ["left", "right"]  # outlined on the live picture
+
+    result = inspect_and_wait(qtbot, window)
+    failing, passing = ("left", "right") if x < 160 else ("right", "left")
+    items = [window.detections_list.item(i).text() for i in range(window.detections_list.count())]
+    assert f"region {failing}: FAIL" in items and f"region {passing}: PASS" in items
+    assert window.verdict_label.text() == "FAIL"
+    row = window.store.get(result.inspection_id)
+    assert row["recipe"] == "halves" and {r["name"]: r["verdict"] for r in row["regions"]} == {failing: "FAIL", passing: "PASS"}
+    # The saved annotated copy names each region with its verdict (red for the failing one).
+    annotated = cv2.imread(str(window.store.resolve(row["annotated_path"])))
+    assert annotated is not None and (np.abs(annotated.astype(int) - (40, 40, 220)).max(axis=2) < 30).sum() > 100
