@@ -21,9 +21,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from app.recipes import Region
-from app.roi import Roi
 from app.settings import load_settings_for_command
 from app.sources import FeedFrame, SourceError, open_source
+from detector.regions import Roi
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

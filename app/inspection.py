@@ -14,11 +14,11 @@ import numpy as np
 
 from app.overlay import RegionMark, draw_overlay
 from app.recipes import Recipe
-from app.roi import Roi, crop, to_frame
 from app.store import InspectionRecord, InspectionStore, RegionRecord, StoreError
 from app.verdict import FAIL, PASS, Verdict, VerdictRule, judge
 from detector import Detection, Detector
 from detector.images import range_warning
+from detector.regions import Roi, crop, to_frame
 
 # The detector runs at this floor and every detection above it is logged, so the
 # threshold slider can show weaker ones again without re-running the model and

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from app.roi import Roi
 from detector import Detection
+from detector.regions import Roi
 
 ROI_COLOUR = (80, 200, 80)  # BGR
 VERDICT_COLOURS = {"PASS": (60, 160, 40), "FAIL": (40, 40, 220)}  # BGR

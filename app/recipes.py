@@ -16,10 +16,10 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from app.roi import Roi
 from app.store import InspectionStore
 from app.users import SETUP_USER, User, UserDirectory
 from app.verdict import VerdictRule
+from detector.regions import Roi
 
 DEFAULT_RECIPE = "default"
 WHOLE_FRAME = "whole frame"

@@ -156,11 +156,14 @@ def export_training_set(store: InspectionLog, out_dir: str | Path, flt: GalleryF
 
     Boxes = the shown detections QA did not reject + the defects QA added. A
     reviewed PASS with no boxes is a defect-free example. Pictures are cropped
-    to the inspection region the model saw (boxes shifted and clipped).
+    to each inspection region the model saw, one picture per region (boxes
+    shifted and clipped; a box less than 30% inside a region is not its).
     Returns a summary {"images", "boxes", "skipped"}.
     """
     from detector.data.annotations import AnnotatedImage, Box
     from detector.data.coco import write_coco
+    from detector.data.roi import crop_boxes
+    from detector.regions import crop
 
     out_dir = Path(out_dir)
     images_dir = out_dir / "images"
@@ -182,21 +185,18 @@ def export_training_set(store: InspectionLog, out_dir: str | Path, flt: GalleryF
             # QA passed the part yet left boxes unrejected: ambiguous, keep it out of training.
             skipped.append(f"#{inspection_id}: PASS with unrejected boxes")
             continue
-        roi = insp.roi if crop_to_region else None
-        if roi is not None:
-            frame = frame[roi.y:roi.y + roi.h, roi.x:roi.x + roi.w]
-        ox, oy = (roi.x, roi.y) if roi is not None else (0, 0)
-        h, w = frame.shape[:2]
-        out_boxes = []
-        for label, (x1, y1, x2, y2) in boxes:
-            bx1, by1 = max(0.0, x1 - ox), max(0.0, y1 - oy)
-            bx2, by2 = min(float(w), x2 - ox), min(float(h), y2 - oy)
-            if bx2 - bx1 >= 1 and by2 - by1 >= 1:
-                out_boxes.append(Box(label, bx1, by1, bx2, by2))
-                classes.add(label)
-        path = images_dir / f"inspection_{inspection_id}.png"
-        cv2.imwrite(str(path), frame)
-        annotated.append(AnnotatedImage(path, w, h, out_boxes))
+        # What the model saw: each inspection region's crop with the boxes inside it (one picture per region).
+        rois = [r.roi for r in insp.regions] or [insp.roi] if crop_to_region else [None]
+        for n, roi in enumerate(rois):
+            region = frame if roi is None else crop(frame, roi)[0]
+            h, w = region.shape[:2]
+            shown = [Box(label, *box) for label, box in boxes]
+            out_boxes = [b for b in (crop_boxes(shown, roi, min_visible=0.3) if roi is not None else shown)
+                         if b.x2 - b.x1 >= 1 and b.y2 - b.y1 >= 1]
+            classes.update(b.label for b in out_boxes)
+            path = images_dir / (f"inspection_{inspection_id}.png" if len(rois) == 1 else f"inspection_{inspection_id}_{n + 1}.png")
+            cv2.imwrite(str(path), region)
+            annotated.append(AnnotatedImage(path, w, h, out_boxes))
     json_path = out_dir / "annotations.json"
     write_coco(annotated, sorted(classes), json_path, images_dir)
     summary = {"images": len(annotated), "boxes": sum(len(a.boxes) for a in annotated), "skipped": skipped,

@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.station import InspectionDone, InspectionFailed, SourceEnded, Station, StationError, StateChanged
+    from app.station import InspectionDone, InspectionFailed, SourceEnded, StateChanged, Station, StationError
 
     logging.basicConfig(level=args.log_level, stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings_for_command(args.config)

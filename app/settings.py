@@ -16,9 +16,9 @@ from typing import Any
 
 from app.files import atomic_write_bytes
 from app.paths import default_config_path, default_data_dir, resource
-from app.roi import Roi
 from app.verdict import VerdictRule
 from detector.images import BIT_DEPTHS, DEFAULT_MAX_MEGAPIXELS
+from detector.regions import Roi
 
 DEFAULT_CONFIG = "default_config.json"
 KEEP_PICTURES = ("all", "fail")  # see StationSettings.keep_pictures

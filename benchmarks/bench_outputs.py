@@ -84,9 +84,9 @@ def main() -> None:
     from app.outputs import open_output
     from app.outputs.worker import OutputWorker
     from app.recipes import Recipe, Region
-    from app.roi import Roi
     from app.store import InspectionStore
     from detector import Detector
+    from detector.regions import Roi
     from mqtt_broker import MOSQUITTO, Mosquitto
     from synthetic import camera_frame
 

@@ -40,10 +40,10 @@ def main() -> None:
 
     import cv2
 
-    from app.roi import Roi
     from app.settings import StationSettings
     from app.ui.run import qt_application, wait_until
     from detector import Detector
+    from detector.regions import Roi
     from synthetic import camera_frame
 
     w, h = (int(v) for v in args.frame.lower().split("x"))

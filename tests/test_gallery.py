@@ -141,12 +141,14 @@ def test_admin_rule_change_is_audited_and_gallery_tab_opens(qtbot, tmp_path, sto
     w.tabs.setCurrentIndex(1)
     assert w.gallery is not None and w.gallery.thumbs.count() == 3
     new_rule = VerdictRule(classes={"scratch": ClassRule(0.5, 20.0)})
-    w.apply_settings(replace(w.settings, rule=new_rule, station_name="line 9"))
-    rows = [a for a in store.audit_records() if a.action != "settings.file"]
-    assert [(r.user, r.action) for r in rows] == [("root", "settings.rule"), ("root", "settings.change")]
-    assert json.loads(rows[0].new_value)["rule"]["classes"]["scratch"] == {"min_score": 0.5, "min_size": 20.0}
-    assert json.loads(rows[1].new_value) == {"station_name": "line 9"}
-    assert w.inspector.rule == new_rule
+    w.station.save_recipe(replace(w.recipe, rule=new_rule), admin, reason="longer scratches only")
+    w.apply_settings(replace(w.settings, station_name="line 9"))
+    rows = [a for a in store.audit_records() if a.action not in ("settings.file", "recipe.select")]
+    assert [(r.user, r.action) for r in rows][-2:] == [("root", "recipe.save"), ("root", "settings.change")]
+    assert json.loads(rows[-2].new_value)["rule"]["classes"]["scratch"] == {"min_score": 0.5, "min_size": 20.0}
+    assert rows[-2].reason == "longer scratches only"
+    assert json.loads(rows[-1].new_value) == {"station_name": "line 9"}
+    assert w.recipe.rule == new_rule and w.recipe.version == 2
 
 
 def test_admin_manages_users_in_the_dialog(qtbot, store):

@@ -17,11 +17,11 @@ from PySide6.QtWidgets import QApplication
 from window_fixtures import WAIT_MS, has_colour, inspect_and_wait, wait_for_frame
 
 from app.overlay import contrast_ratio
-from app.roi import Roi
 from app.settings import load_settings
 from app.store import InspectionStore
 from app.ui.station_window import NOT_INSPECTED
 from app.users import SETUP_USER, UserDirectory
+from detector.regions import Roi
 from synthetic import camera_frame
 
 ADMIN_PIN, OLGA_PIN = "246810", "135791"

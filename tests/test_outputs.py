@@ -23,10 +23,10 @@ from app.outputs import open_output
 from app.outputs.payload import result_payload
 from app.outputs.worker import OutputWorker
 from app.recipes import Recipe, Region
-from app.roi import Roi
 from app.store import InspectionRecord, InspectionStore, RegionRecord
 from app.verdict import VerdictRule
 from detector import Detector
+from detector.regions import Roi
 from mqtt_broker import Mosquitto, Subscriber, free_port, require_mosquitto
 from synthetic import camera_frame
 

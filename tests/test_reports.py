@@ -17,10 +17,10 @@ from app import reports
 from app.cli import main as cli_main
 from app.reports import ReportError, daily_summary, export_csv, neutralise, per_inspection, trends, write_csv
 from app.review import ReviewService
-from app.roi import Roi
 from app.store import InspectionRecord, InspectionStore, StoreError
 from app.users import SETUP_USER, User, UserDirectory
 from detector import Detection
+from detector.regions import Roi
 
 BERLIN = ZoneInfo("Europe/Berlin")
 SHIFTS = (("early", "06:00"), ("late", "14:00"), ("night", "22:00"))
@@ -142,7 +142,8 @@ def test_per_inspection_csv(log_db, tmp_path):
     rows = read_csv(out)
     assert list(rows[0]) == [
         "id", "created_at", "local_time", "date", "station", "shift", "shift_date", "operator", "part_id", "source",
-        "verdict", "model_id", "model_version", "threshold", "n_detections", "failing_pit", "failing_scratch", "max_score",
+        "trigger", "job_id", "recipe", "recipe_version", "verdict", "regions",
+        "model_id", "model_version", "threshold", "n_detections", "failing_pit", "failing_scratch", "max_score",
         "image_path", "note", "qa_verdict", "reviewer", "reviewed_at", "review_reason"]
     first = rows[0]
     assert (first["id"], first["created_at"], first["local_time"], first["date"]) == \
@@ -157,6 +158,27 @@ def test_per_inspection_csv(log_db, tmp_path):
     assert (night["date"], night["shift"], night["shift_date"]) == ("2026-11-03", "night", "2026-11-02")
     assert (by_id[10]["date"], by_id[10]["shift_date"]) == ("2026-11-05", "2026-11-04")
     assert [r["created_at"] for r in rows] == sorted(r["created_at"] for r in rows)
+
+
+def test_per_inspection_csv_gives_recipe_trigger_and_each_region_verdict(tmp_path):
+    from app.store import RegionRecord
+
+    db = tmp_path / "inspections.sqlite"
+    with InspectionStore(db) as store:
+        rec = InspectionRecord(
+            station="line-1", source="camera 0", frame_size=(320, 240), roi=Roi(0, 0, 320, 240), model_id="m1",
+            model_version="1.0", threshold=0.3, rule_json="{}", verdict="FAIL",
+            detections=[Detection("scratch", 0.9, (1.0, 2.0, 11.0, 42.0))], shown=[0], failing=[0],
+            created_at=datetime(2026, 11, 2, 8, 0, tzinfo=BERLIN), trigger="line", job_id="J-42", recipe="halves",
+            recipe_version=3, regions=[RegionRecord("left", Roi(0, 0, 160, 240), 0.3, "{}", "FAIL"),
+                                       RegionRecord("right", Roi(160, 0, 160, 240), 0.3, "{}", "PASS")],
+            detection_regions=["left"])
+        store.record(rec)
+    out = tmp_path / "inspections.csv"
+    assert export_csv(db, date(2026, 11, 2), date(2026, 11, 2), out, per_inspection_rows=True, tz=BERLIN) == 1
+    row = read_csv(out)[0]
+    assert (row["trigger"], row["job_id"], row["recipe"], row["recipe_version"], row["regions"]) == \
+        ("line", "J-42", "halves", "3", "left=FAIL; right=PASS")
 
 
 def test_formula_looking_text_stays_inert(tmp_path):
@@ -200,7 +222,8 @@ def test_queries_use_the_created_at_index(log_db):
     from app.store import sqlite as sqlite_log
 
     conn = sqlite3.connect(log_db)
-    for sql in (sqlite_log.REPORT_INSPECTIONS, sqlite_log.REPORT_LIST, sqlite_log.REPORT_CLASS_STATS, sqlite_log.REPORT_SCORES,
+    for sql in (sqlite_log.REPORT_INSPECTIONS, sqlite_log.REPORT_LIST.format(v4=sqlite_log.REPORT_LIST_V4),
+                sqlite_log.REPORT_CLASS_STATS, sqlite_log.REPORT_SCORES,
                 sqlite_log.REPORT_REVIEWS.format(reviews="current_reviews")):
         plan = " ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, ("a", "b")))
         assert "ix_inspections_created" in plan, plan

@@ -11,11 +11,11 @@ import pytest
 from conftest import run_app
 
 from app.review import ReviewService, export_training_set
-from app.roi import Roi
 from app.store import GalleryFilter, InspectionRecord, InspectionStore
 from app.users import PermissionDenied, User, UserDirectory, hash_secret, verify_secret
 from app.verdict import FAIL, PASS
 from detector import Detection
+from detector.regions import Roi
 
 QA = User("quinn", "qa")
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)

@@ -7,8 +7,8 @@ import json
 import pytest
 from conftest import run_app
 
-from app.roi import Roi
 from app.settings import StationSettings, load_settings, save_settings
+from detector.regions import Roi
 
 DEEP = 100_000
 

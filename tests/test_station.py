@@ -22,7 +22,6 @@ from conftest import REPO, FlakyCamera, run_app, write_video
 
 from app.outputs.payload import result_payload
 from app.recipes import Recipe, Region
-from app.roi import Roi
 from app.settings import StationSettings
 from app.station import (
     InspectionDone,
@@ -37,6 +36,7 @@ from app.station import (
 )
 from app.users import SETUP_USER, PermissionDenied
 from app.verdict import FAIL, PASS, ClassRule, VerdictRule
+from detector.regions import Roi
 from mqtt_broker import Mosquitto, Subscriber, require_mosquitto
 from synthetic import camera_frame, write_part_pictures
 

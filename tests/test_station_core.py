@@ -18,12 +18,12 @@ from conftest import REPO, FlakyCamera, run_app, write_video
 
 from app.inspection import Inspector
 from app.recipes import Recipe, Region
-from app.roi import Roi, crop, to_frame
 from app.settings import StationSettings, load_settings, save_settings
 from app.sources import ENDED, LIVE, RECONNECTING, ImageFilesSource, LiveFeed, SourceError, open_source
 from app.store import SCHEMA_VERSION, InspectionStore, StoreError
 from app.verdict import FAIL, PASS, ClassRule, VerdictRule, judge
 from detector import Detection, Detector
+from detector.regions import Roi, crop, to_frame
 from synthetic import camera_frame
 
 

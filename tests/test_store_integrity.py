@@ -49,8 +49,8 @@ def test_pictures_of_an_inspection_that_could_not_be_logged_are_removed(tmp_path
 def test_a_logged_uid_is_never_overwritten(tmp_path):
     from dataclasses import replace
 
-    from app.roi import Roi
     from app.store import InspectionRecord
+    from detector.regions import Roi
 
     store = InspectionStore(tmp_path / "inspections.sqlite")
     rec = InspectionRecord(station="s", source="t", frame_size=(16, 8), roi=Roi(0, 0, 16, 8), model_id="m", model_version="v",
@@ -164,8 +164,8 @@ def test_a_folder_without_write_permission_is_named(tmp_path):
 def test_values_of_any_numeric_type_are_hashed_as_they_are_stored(tmp_path):
     """numpy scores, integer thresholds and boxes: the chain verifies what SQLite gives back."""
     from app.audit import verify
-    from app.roi import Roi
     from app.store import InspectionRecord
+    from detector.regions import Roi
 
     db = tmp_path / "inspections.sqlite"
     with InspectionStore(db) as store:

@@ -7,7 +7,7 @@ import hashlib
 import inspect
 import re
 import threading
-from datetime import date, datetime, timezone
+from datetime import date, timezone
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,6 @@ from test_review import log
 
 from app.audit import verify
 from app.reports import ReportError, daily_summary, per_inspection
-from app.roi import Roi
 from app.store import (
     DetectionRow,
     GalleryFilter,
@@ -31,6 +30,7 @@ from app.store import (
 )
 from app.verdict import FAIL, PASS
 from detector import Detection
+from detector.regions import Roi
 
 REPO = Path(__file__).resolve().parents[1]
 # Modules that use the log: none of them may hold SQL or a connection of its own.

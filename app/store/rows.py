@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from app.roi import Roi
 from detector import Detection
+from detector.regions import Roi
 
 
 class StoreError(RuntimeError):
@@ -302,6 +302,11 @@ class ReportListRow(NamedTuple):
     n_detections: int
     image_path: str | None
     note: str
+    recipe: str  # "" and 0 before recipes (schema v4)
+    recipe_version: int
+    trigger: str
+    job_id: str
+    regions: str | None  # each region's verdict, "left=PASS; right=FAIL" (None: logged without regions)
 
 
 class ClassStat(NamedTuple):

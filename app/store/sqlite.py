@@ -304,7 +304,12 @@ def _gallery_where(flt: GalleryFilter) -> tuple[str, list[Any]]:
 REPORT_INSPECTIONS = ("SELECT id, created_at, station, verdict FROM inspections"
                       " WHERE created_at >= ? AND created_at < ? ORDER BY created_at, id")
 REPORT_LIST = ("SELECT id, created_at, station, verdict, operator, part_id, source, model_id, model_version, threshold,"
-               " n_detections, image_path, note FROM inspections WHERE created_at >= ? AND created_at < ? ORDER BY created_at, id")
+               " n_detections, image_path, note, {v4} FROM inspections i WHERE created_at >= ? AND created_at < ?"
+               " ORDER BY created_at, id")
+# Recipe, trigger and each region's verdict ("left=PASS; right=FAIL") exist from schema v4 on.
+REPORT_LIST_V4 = ("recipe, recipe_version, trigger, job_id, (SELECT GROUP_CONCAT(r.name || '=' || r.verdict, '; ')"
+                  " FROM (SELECT name, verdict FROM inspection_regions WHERE inspection_id = i.id ORDER BY id) r)")
+REPORT_LIST_BEFORE_V4 = "'', 0, '', '', ''"
 REPORT_CLASS_STATS = ("SELECT d.inspection_id, d.label, SUM(d.fails), MAX(CASE WHEN d.shown THEN d.score END) FROM inspections i"
                       " JOIN detections d ON d.inspection_id = i.id"
                       " WHERE i.created_at >= ? AND i.created_at < ? GROUP BY d.inspection_id, d.label")
@@ -864,7 +869,8 @@ class InspectionStore(_Reads):
         return self._tuples(REPORT_INSPECTIONS, (lo, hi), ReportInspection._make)
 
     def report_list(self, lo: str, hi: str) -> list[ReportListRow]:
-        return self._tuples(REPORT_LIST, (lo, hi), ReportListRow._make)
+        v4 = REPORT_LIST_V4 if self.schema_version >= 4 else REPORT_LIST_BEFORE_V4
+        return self._tuples(REPORT_LIST.format(v4=v4), (lo, hi), ReportListRow._make)
 
     def report_class_stats(self, lo: str, hi: str) -> list[ClassStat]:
         return self._tuples(REPORT_CLASS_STATS, (lo, hi), ClassStat._make)

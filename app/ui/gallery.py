@@ -378,12 +378,21 @@ class GalleryWidget(QWidget):
         for m in st.missed:
             boxes.append((m.box, QColor(self.colours.get(m.label, "#CC79A7")), True))
             self._add_box_row(m, "missed (added by QA)")
+        if len(insp.regions) > 1:  # each region outlined in its verdict's colour
+            for r in insp.regions:
+                roi = r.roi
+                boxes.append(((roi.x, roi.y, roi.x + roi.w, roi.y + roi.h),
+                              QColor("#c62828" if r.verdict == FAIL else "#2e7d32"), False))
         self.view.show_frame(pm, boxes)
         qa = f"QA: <b>{st.qa_verdict}</b>" if st.qa_verdict else "QA: not reviewed"
+        recipe = f" · recipe {insp.recipe} v{insp.recipe_version}" if insp.recipe else ""
+        regions = ("<br>regions: " + " · ".join(f"{r.name} <b>{r.verdict}</b>" for r in insp.regions)
+                   if len(insp.regions) > 1 else "")
+        trigger = f" · {insp.trigger}" + (f" job {insp.job_id}" if insp.job_id else "")
         self.info_label.setText(
             f"#{insp.id} · {insp.created_at} · station {insp.station} · operator {insp.operator or '—'} · "
-            f"part {insp.part_id or '—'}<br>station verdict <b>{insp.verdict}</b> at threshold {insp.threshold:.2f} · "
-            f"{qa} · model {insp.model_id}")
+            f"part {insp.part_id or '—'}{trigger}<br>station verdict <b>{insp.verdict}</b> at threshold {insp.threshold:.2f}"
+            f"{recipe} · {qa} · model {insp.model_id}{regions}")
         self.history.setRowCount(0)
         for h in st.history:
             row = self.history.rowCount()

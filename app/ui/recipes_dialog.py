@@ -31,12 +31,12 @@ from PySide6.QtWidgets import (
 )
 
 from app.recipes import WHOLE_FRAME, Recipe, Region
-from app.roi import Roi
 from app.station import Station, StationError
 from app.ui.rule_editor import RuleEditor
 from app.ui.settings_dialog import browse_model, with_browse
 from app.users import PermissionDenied, User
 from app.verdict import VerdictRule
+from detector.regions import Roi
 
 REGION_COLUMNS = ["name", "x", "y", "width", "height", "own rule"]
 

@@ -49,7 +49,6 @@ from PySide6.QtWidgets import (
 from app.inspection import DETECTION_FLOOR, InspectionResult, Inspector
 from app.overlay import FALLBACK_COLOUR, as_bgr
 from app.recipes import Recipe
-from app.roi import Roi
 from app.settings import StationSettings
 from app.sources import FAILED, NOT_FOUND, RECONNECTING, FeedFrame, FrameSource, ImageFilesSource
 from app.station import (
@@ -68,6 +67,7 @@ from app.station import (
 )
 from app.users import SETUP_USER, PermissionDenied, User
 from detector import Detector
+from detector.regions import Roi
 
 POLL_MS = 30  # GUI refresh of the live picture (~33 Hz)
 IDLE_CHECK_MS = 1000

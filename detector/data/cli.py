@@ -10,6 +10,7 @@ from pathlib import Path
 from detector.data.classmap import parse_class_map
 from detector.data.expand import ExpandParams
 from detector.data.pipeline import build_dataset, summary_table
+from detector.regions import Roi
 
 DESCRIPTION = """\
 Build a training data set from labelled pictures.
@@ -43,16 +44,11 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return text
 
 
-def parse_roi(text: str) -> tuple[int, int, int, int]:
+def parse_roi(text: str) -> Roi:
     try:
-        values = tuple(int(v) for v in text.replace(" ", "").split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 4 or values[2] <= 0 or values[3] <= 0 or min(values[:2]) < 0:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not x,y,w,h (four whole numbers, width and height above 0), e.g. 100,50,800,600"
-        )
-    return values  # type: ignore[return-value]
+        return Roi.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (e.g. 100,50,800,600)") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -27,9 +27,10 @@ from detector.data.classmap import ClassMap
 from detector.data.coco import load_coco, write_coco
 from detector.data.expand import ExpandParams, expand
 from detector.data.labelme import load_labelme_dir
-from detector.data.roi import Roi, check_roi, crop_region
+from detector.data.roi import as_roi, check_roi, crop_region
 from detector.data.split import duplicate_groups, split_train_val
 from detector.data.voc import find_voc_folders, load_voc_dir
+from detector.regions import Roi
 
 FORMATS = ("voc", "coco", "labelme")
 SPLITS = ("train", "val")
@@ -205,7 +206,7 @@ def build_dataset(
         "class_map": class_map.to_text() if class_map else None,
         "keep_unmapped": bool(class_map and class_map.keep_unmapped),
         "options": {
-            "roi": list(roi) if roi is not None else None,
+            "roi": as_roi(roi).to_list() if roi is not None else None,
             "val_fraction": val_fraction,
             "seed": seed,
             "expand_variants": expand_variants,

@@ -1,7 +1,9 @@
-"""Region-of-interest cropping and the box clipping shared by importers and transforms.
+"""Cropping training pictures to a region, and the box clipping shared by importers, transforms and QA export.
 
 The station's camera sees more than the part; cropping every picture to the
-part's region keeps the model from learning the fixture.
+part's region keeps the model from learning the fixture. The region is the
+station's own type (detector.regions.Roi), so a region drawn on the station
+means the same here.
 """
 
 from __future__ import annotations
@@ -11,10 +13,9 @@ from pathlib import Path
 
 from detector.data.annotations import AnnotatedImage, Box
 from detector.data.imagefiles import read_grey, unique_stem, write_grey
+from detector.regions import Roi
 
 logger = logging.getLogger(__name__)
-
-Roi = tuple[int, int, int, int]  # x, y, width, height
 
 
 def clip_box(box: Box, width: float, height: float) -> Box | None:
@@ -50,9 +51,9 @@ def visible_fraction(box: Box, width: float, height: float) -> float:
     return clipped.width * clipped.height / area
 
 
-def crop_boxes(boxes: list[Box], roi: Roi, min_visible: float = 0.3) -> list[Box]:
-    """Boxes in ROI coordinates: shifted, clipped, and dropped if under `min_visible` inside."""
-    x, y, w, h = roi
+def crop_boxes(boxes: list[Box], roi: Roi | tuple[int, int, int, int], min_visible: float = 0.3) -> list[Box]:
+    """Boxes in region coordinates: shifted, clipped, and dropped if under `min_visible` of them is inside."""
+    x, y, w, h = as_roi(roi).to_list()
     kept = []
     for box in boxes:
         shifted = box.with_coords(box.x1 - x, box.y1 - y, box.x2 - x, box.y2 - y)
@@ -64,15 +65,17 @@ def crop_boxes(boxes: list[Box], roi: Roi, min_visible: float = 0.3) -> list[Box
     return kept
 
 
-def check_roi(roi: Roi, width: int, height: int, name: object = "image") -> None:
-    x, y, w, h = roi
-    if w <= 0 or h <= 0:
-        raise ValueError(f"ROI {roi} must have a positive width and height")
-    if x < 0 or y < 0 or x + w > width or y + h > height:
-        raise ValueError(
-            f"ROI x={x}, y={y}, w={w}, h={h} does not fit inside {name} "
-            f"({width}x{height} pixels)"
-        )
+def as_roi(roi: Roi | tuple[int, int, int, int]) -> Roi:
+    """The region type from an (x, y, w, h) tuple too; ValueError for a region that cannot be one."""
+    return roi if isinstance(roi, Roi) else Roi.from_list(list(roi))
+
+
+def check_roi(roi: Roi | tuple[int, int, int, int], width: int, height: int, name: object = "image") -> None:
+    """ValueError (saying "ROI") unless the whole region fits inside the picture."""
+    try:
+        as_roi(roi).check_inside(width, height, name)
+    except ValueError as exc:
+        raise ValueError(f"ROI {tuple(roi) if not isinstance(roi, Roi) else roi.to_list()}: {exc}") from None
 
 
 def crop_region(
@@ -82,18 +85,21 @@ def crop_region(
     min_visible: float = 0.3,
 ) -> list[AnnotatedImage]:
     """Crop every image to `roi`, writing grey PNGs into `out_dir`."""
-    roi = tuple(int(v) for v in roi)  # type: ignore[assignment]
+    try:
+        region = as_roi(roi)
+    except ValueError as exc:
+        raise ValueError(f"ROI {roi}: {exc}") from None
     for image in images:  # check all first so a bad ROI fails before any writing
-        check_roi(roi, image.width, image.height, image.image_path.name)
-    x, y, w, h = roi
+        check_roi(region, image.width, image.height, image.image_path.name)
+    x, y, w, h = region.to_list()
     out_dir = Path(out_dir)
     used: set[str] = set()
     cropped = []
     for image in images:
         pixels = read_grey(image.image_path)
         if pixels.shape[:2] != (image.height, image.width):
-            check_roi(roi, pixels.shape[1], pixels.shape[0], image.image_path.name)
+            check_roi(region, pixels.shape[1], pixels.shape[0], image.image_path.name)
         out_path = out_dir / (unique_stem(image.image_path.stem, used) + ".png")
         write_grey(out_path, pixels[y : y + h, x : x + w])
-        cropped.append(AnnotatedImage(out_path, w, h, crop_boxes(image.boxes, roi, min_visible)))
+        cropped.append(AnnotatedImage(out_path, w, h, crop_boxes(image.boxes, region, min_visible)))
     return cropped

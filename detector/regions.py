@@ -1,4 +1,14 @@
-"""The inspection region: a rectangle of the camera frame that the detector sees."""
+"""The one region type: a rectangle of a picture (x, y, w, h in whole pixels), and its clipping rules.
+
+Used alike by the station (a recipe's inspection regions, cropped from each
+frame) and by data import (`detector dataset --roi`, cropping training
+pictures to the part), so a region means the same everywhere:
+- `clipped(w, h)`: the part inside a picture of that size (the station: a
+  region may reach past a smaller frame's edge; none left is an error);
+- `check_inside(w, h)`: the whole region must lie in the picture (data import:
+  cropping a training set to a region that does not fit is refused);
+- `crop` / `to_frame`: pixels of the region, and region coordinates back to the picture's.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +50,12 @@ class Roi:
 
     def __str__(self) -> str:
         return f"{self.x},{self.y},{self.w},{self.h}"
+
+    def check_inside(self, width: int, height: int, name: object = "the picture") -> None:
+        """ValueError unless the whole region lies inside a `width` x `height` picture."""
+        if self.x + self.w > width or self.y + self.h > height:
+            raise ValueError(f"region x={self.x}, y={self.y}, w={self.w}, h={self.h} does not fit inside {name} "
+                             f"({width}x{height} pixels)")
 
     def clipped(self, frame_w: int, frame_h: int) -> Roi | None:
         """The part of the region inside a frame of that size (None if none is)."""
