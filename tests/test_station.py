@@ -245,7 +245,7 @@ def test_stop_finishes_the_inspection_in_flight(make_station, part_pictures):
 
 
 def test_the_station_core_imports_no_qt():
-    code = ("import sys, app.station, app.serve, app.status_cli, app.recipes, app.outputs.worker;"
+    code = ("import sys, app.station, app.cli.serve, app.cli.status, app.recipes, app.outputs.worker;"
             " sys.exit(1 if any(m.startswith('PySide6') for m in sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
 

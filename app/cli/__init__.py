@@ -1,7 +1,9 @@
-"""Command line of the station.
+"""Command line of the station: every argument parser lives in this package (`app.cli.<command>`).
 
     python -m app [--source S] [--config F] [--screenshot OUT.png [--inspect]]   the station window
-    python -m app inspect --source DIR_OR_VIDEO --db PATH [--roi x,y,w,h]        headless inspection
+    python -m app serve [--source S] [--recipe NAME] [--sink URL]...             the station as a service, no window
+    python -m app status                                                           state, recipe, counts, output backlog
+    python -m app inspect --source DIR_OR_VIDEO --db PATH [--recipe NAME]        headless inspection
     python -m app export-csv --db PATH --from DATE --to DATE --out FILE [--per-inspection]   CSV reports
     python -m app users add NAME --role ROLE [--as ADMIN]                         local users and roles
     python -m app export-training-set --db PATH --out DIR                         QA-reviewed pictures -> COCO
@@ -13,10 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from app import audit_cli, export_csv, headless, serve, status_cli, training_export_cli, users_cli
+from app.cli import audit, export_csv, export_training_set, inspect, serve, status, users
 
-COMMANDS = {"inspect": headless, "serve": serve, "status": status_cli, "users": users_cli,
-            "export-training-set": training_export_cli, "export-csv": export_csv, "audit": audit_cli}
+COMMANDS = {"inspect": inspect, "serve": serve, "status": status, "users": users,
+            "export-training-set": export_training_set, "export-csv": export_csv, "audit": audit}
 
 
 def main(argv: list[str] | None = None) -> int:
