@@ -37,8 +37,8 @@ from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
 
-from app.files import atomic_write_bytes
 from app.store import InspectionLog, InspectionStore, StoreError, iso_utc
+from detector.files import atomic_write_bytes
 
 # OWASP CSV injection: cells starting with these are run as formulas (or split
 # into one) by Excel, LibreOffice and Google Sheets. The full-width forms are

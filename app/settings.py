@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from app.files import atomic_write_bytes
 from app.paths import default_config_path, default_data_dir, resource
 from app.verdict import VerdictRule
+from detector.files import atomic_write_bytes
 from detector.images import BIT_DEPTHS, DEFAULT_MAX_MEGAPIXELS
 from detector.regions import Roi
 

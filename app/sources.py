@@ -27,9 +27,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from detector.images import BIT_DEPTHS, DEFAULT_MAX_MEGAPIXELS, range_warning, read_picture, to_uint8
+from detector.images import BIT_DEPTHS, DEFAULT_MAX_MEGAPIXELS, PICTURE_SUFFIXES, range_warning, read_picture, to_uint8
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+IMAGE_SUFFIXES = frozenset(PICTURE_SUFFIXES)
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm"}
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 # Give up on a dead stream after this long instead of ffmpeg's 30 s default.

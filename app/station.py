@@ -27,7 +27,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from app.files import atomic_write_bytes
 from app.inspection import InspectionResult, Inspector
 from app.paths import default_config_path
 from app.recipes import Recipe, RecipeBook
@@ -48,6 +47,7 @@ from app.sources import (
 from app.store import InspectionStore, StoreError, iso_utc
 from app.users import PermissionDenied, User, UserDirectory
 from detector import Detector
+from detector.files import atomic_write_bytes
 
 log = logging.getLogger("station")
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from detector.files import atomic_write_bytes
 from detector.model_file import ONNX_INPUT, ONNX_OUTPUTS, onnx_metadata_props
 from detector.onnx_graph import optimize_for_cpu
 
@@ -147,12 +147,7 @@ def export_onnx(model_path: Path, out: Path, opset: int = DEFAULT_OPSET) -> Expo
             raise ValueError(f"exported model disagrees with PyTorch: max |{name} difference| {diff:.3g} > {allowed:.3g}")
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, out)  # never leave a half-written model where the station looks
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(out, data)  # never leave a half-written model where the station looks
     return ExportResult(path=out, opset=opset, size_bytes=len(data), max_diff=max_diff, rewrites=rewrites)
 
 

@@ -31,6 +31,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+# The picture files the project reads, one list for the station's sources and data import: the
+# formats whose header `read_header` checks before anything is decoded.
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+
 DEFAULT_MAX_MEGAPIXELS = 100.0
 BIT_DEPTHS = (8, 10, 12, 14, 16)  # significant bits of 16-bit samples a source may declare
 MIN_SIDE = 8  # px: a narrower picture cannot hold a defect the model could find

@@ -33,7 +33,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -43,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from detector.files import atomic_write_bytes
 from detector.model_file import ONNX_INPUT, ONNX_OUTPUTS, ModelMetadata, metadata_from_onnx_props
 from detector.onnx_graph import optimize_for_cpu
 
@@ -389,12 +389,7 @@ def quantize_onnx(
         data = serialized()
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(out.name + ".tmp")
-    try:
-        tmp_out.write_bytes(data)
-        os.replace(tmp_out, out)  # never leave a half-written model where the station looks
-    finally:
-        tmp_out.unlink(missing_ok=True)
+    atomic_write_bytes(out, data)  # never leave a half-written model where the station looks
     return QuantizeResult(
         path=out,
         size_bytes=len(data),

@@ -378,7 +378,7 @@ def test_kill_during_inspections_loses_at_most_one_and_never_corrupts(tmp_path):
 
 
 def test_atomic_writes_get_the_usual_file_mode(tmp_path):
-    from app.files import atomic_write_bytes
+    from detector.files import atomic_write_bytes
 
     path = tmp_path / "report.csv"
     atomic_write_bytes(path, b"a,b\r\n")

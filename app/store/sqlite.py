@@ -40,7 +40,6 @@ import cv2
 import numpy as np
 
 from app.audit import FIELDS, GENESIS, HASH_VERSION, INSPECTION_FIELDS_V2, REGION_FIELDS, inspection_hash, record_hash
-from app.files import atomic_write_bytes
 from app.store.rows import (
     GALLERY_SORTS,
     AuditRecord,
@@ -62,6 +61,7 @@ from app.store.rows import (
     iso_utc,
 )
 from app.store.schema import MIGRATIONS, SCHEMA_VERSION, audit_chain_rows, guard_triggers, inspection_chain_rows, statements
+from detector.files import atomic_write_bytes
 
 # Pictures without a logged inspection are removed once they are this old (a younger one
 # may belong to an inspection another process is committing right now).

@@ -67,6 +67,7 @@ from app.station import (
 )
 from app.users import SETUP_USER, PermissionDenied, User
 from detector import Detector
+from detector.images import PICTURE_SUFFIXES
 from detector.regions import Roi
 
 POLL_MS = 30  # GUI refresh of the live picture (~33 Hz)
@@ -586,7 +587,8 @@ class StationWindow(QMainWindow):
         self._invalidate()
 
     def _choose_pictures(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Open pictures", "", "Pictures (*.png *.jpg *.jpeg *.bmp *.tif *.tiff)")
+        pattern = " ".join(f"*{suffix}" for suffix in PICTURE_SUFFIXES)
+        files, _ = QFileDialog.getOpenFileNames(self, "Open pictures", "", f"Pictures ({pattern})")
         if files:
             self.open_source(files[0] if len(files) == 1 else str(Path(files[0]).parent))
 

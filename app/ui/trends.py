@@ -33,9 +33,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.files import atomic_write_bytes
 from app.reports import ReportError, Trends, check_folder, export_csv, trends
 from app.store import InspectionLog
+from detector.files import atomic_write_bytes
 
 DEFAULT_DAYS = 30
 HISTOGRAM_BINS = np.linspace(0.0, 1.0, 21)

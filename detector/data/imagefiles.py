@@ -12,7 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+from detector.images import PICTURE_SUFFIXES
+
+IMAGE_EXTENSIONS = PICTURE_SUFFIXES
 JPEG_QUALITY = 95
 
 
