@@ -1,14 +1,15 @@
-"""What a result output costs: inspections/s without and with an MQTT output, and the delay to the subscriber.
+"""What a result output costs in serve mode: inspections/s without and with an MQTT output, and the delay to the subscriber.
 
     .venv/bin/python benchmarks/bench_outputs.py [--seconds 20] [--rounds 2] [--frame 1280x960] [--threads 2] [--model PATH]
 
-Inspects generated camera frames as fast as it goes through the real path (the
-recipe's region crop, the model, the verdict, both pictures saved, the SQLite
-commit), once with no output and once with an MQTT output (OutputWorker) to a
-local mosquitto started on a free loopback port. A subscriber in another
-process notes when each result arrives; the delay is measured from the moment
-the inspection's row is committed (`inspect()` returned) to that arrival, on
-the same monotonic clock. Needs /usr/sbin/mosquitto (scripts/setup.sh installs it).
+Runs the Station as `python -m app serve --trigger continuous` does, on a
+simulated 30 fps camera of generated frames (the real path: the recipe's region
+crop, the model, the verdict, both pictures saved, the SQLite commit; frames the
+model has no time for are dropped), once with no output and once with an MQTT
+output to a local mosquitto started on a free loopback port. A subscriber in
+another process notes when each result arrives; the delay is measured from the
+station's InspectionDone event (the row is committed by then) to that arrival,
+on the same monotonic clock. Needs /usr/sbin/mosquitto (scripts/setup.sh installs it).
 """
 
 from __future__ import annotations
@@ -21,25 +22,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 STATION = "bench"
-
-
-def produce(inspect_one: Callable[[int], int], seconds: float, after_each: Callable[[], None] = lambda: None) -> list[tuple[int, float]]:
-    """Inspect one frame after another for `seconds`; (inspection id, monotonic time its row was committed) each."""
-    logged = []
-    end = time.monotonic() + seconds
-    i = 0
-    while time.monotonic() < end:
-        inspection_id = inspect_one(i)
-        logged.append((inspection_id, time.monotonic()))
-        after_each()
-        i += 1
-    return logged
 
 
 def subscribe(port: int, topic: str) -> None:
@@ -78,13 +65,15 @@ def main() -> None:
         subscribe(int(args.subscribe[0]), args.subscribe[1])
         return
 
+    from dataclasses import replace
+
     import cv2
 
-    from app.inspection import Inspector
-    from app.outputs import open_output
-    from app.outputs.worker import OutputWorker
     from app.recipes import Recipe, Region
-    from app.store import InspectionStore
+    from app.settings import StationSettings
+    from app.sources import FrameSource
+    from app.station import InspectionDone, Station
+    from app.users import SETUP_USER
     from detector import Detector
     from detector.regions import Roi
     from mqtt_broker import MOSQUITTO, Mosquitto
@@ -97,45 +86,66 @@ def main() -> None:
     recipe = Recipe("bench", regions=(Region("part", Roi.parse(args.roi)),))
     detector = Detector(args.model, threads=args.threads)
 
+    class SimulatedCamera(FrameSource):
+        """A camera at `fps` giving the generated frames in turn (the station drops what it has no time for)."""
+
+        name, live = "simulated camera", True
+
+        def __init__(self, fps: float = 30.0):
+            self.interval, self.n, self.next_at = 1.0 / fps, 0, 0.0
+
+        def open(self) -> None:
+            self.next_at = time.monotonic()
+
+        def read(self):
+            self.next_at += self.interval
+            time.sleep(max(0.0, self.next_at - time.monotonic()))
+            self.n += 1
+            return frames[self.n % len(frames)]
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
 
         def run(name: str, with_mqtt: bool):
-            store = InspectionStore(tmp / name / "inspections.sqlite")
-            inspector = Inspector(detector, store, STATION)
-
-            def inspect_one(i: int) -> int:
-                result = inspector.inspect(frames[i % len(frames)], recipe, source="bench", trigger="continuous")
-                if result.inspection_id is None:
-                    sys.exit(f"not logged: {result.error}")
-                return result.inspection_id
-
-            produce(inspect_one, 2.0)  # warm-up (model, caches, page cache)
-            if not with_mqtt:
-                return produce(inspect_one, args.seconds), {}
-            broker = Mosquitto(tmp / name / "broker").start()
-            sub = subprocess.Popen([sys.executable, __file__, "--subscribe", str(broker.port), f"plant/{STATION}/result"],
-                                   stdout=subprocess.PIPE, text=True, cwd=REPO)
+            """The station as `serve --trigger continuous` runs it, on a 30 fps camera, for `args.seconds`."""
+            broker = Mosquitto(tmp / name / "broker").start() if with_mqtt else None
+            sub = None
             arrivals: dict[int, float] = {}
-            try:
+            if broker is not None:
+                sub = subprocess.Popen([sys.executable, __file__, "--subscribe", str(broker.port), f"plant/{STATION}/result"],
+                                       stdout=subprocess.PIPE, text=True, cwd=REPO)
                 if sub.stdout.readline().strip() != "ready":
                     sys.exit("subscriber did not start")
-                reader = threading.Thread(target=lambda: [arrivals.setdefault(int(s), float(t)) for s, t in
-                                                          (line.split() for line in sub.stdout)], daemon=True)
-                reader.start()
-                worker = OutputWorker(store, [open_output(f"mqtt://127.0.0.1:{broker.port}/plant")], STATION)
-                logged = produce(inspect_one, args.seconds, worker.notify)
-                drained = worker.stop(drain=True, timeout=30)
-                deadline = time.monotonic() + 10
-                while len([i for i, _ in logged if i in arrivals]) < len(logged) and time.monotonic() < deadline:
-                    time.sleep(0.05)
+                threading.Thread(target=lambda: [arrivals.setdefault(int(s), float(t)) for s, t in
+                                                 (line.split() for line in sub.stdout)], daemon=True).start()
+            settings = replace(StationSettings(), station_name=STATION, data_dir=str(tmp / name / "data"))
+            station = Station(settings, config_path=tmp / name / "station.json", detector=detector,
+                              sinks=[f"mqtt://127.0.0.1:{broker.port}/plant"] if broker else [])
+            logged: list[tuple[int, float]] = []
+            station.subscribe(lambda e: logged.append((e.result.inspection_id, time.monotonic()))
+                              if isinstance(e, InspectionDone) and e.result.inspection_id else None)
+            try:
+                station.start(open_configured_source=False)
+                station.save_recipe(recipe, SETUP_USER)
+                station.select_recipe("bench", trigger="line")
+                station.open_source(SimulatedCamera())
+                station.set_continuous(True)
+                time.sleep(2.0)  # warm-up (model, caches, page cache)
+                start = len(logged)
+                time.sleep(args.seconds)
+                counted = logged[start:]
+                drained = station.stop(drain=True, timeout=30)
                 if not drained:
                     print("warning: the output did not drain within 30 s", file=sys.stderr)
+                deadline = time.monotonic() + 10
+                while broker and len([i for i, _ in counted if i in arrivals]) < len(counted) and time.monotonic() < deadline:
+                    time.sleep(0.05)
             finally:
-                sub.kill()
-                broker.stop()
-                store.close()
-            return logged, arrivals
+                if sub is not None:
+                    sub.kill()
+                if broker is not None:
+                    broker.stop()
+            return counted, arrivals
 
         plain, with_mqtt, delays, missing = [], [], [], 0
         for r in range(args.rounds):  # alternated, so that a busy moment of the machine does not favour one side
