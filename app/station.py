@@ -136,8 +136,16 @@ class ContinuousChanged:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class EngineeringChanged:
+    """An admin started or finished editing settings or recipes (the line sees the station in engineering)."""
+
+    on: bool
+    by: str = ""
+
+
 Event = (StateChanged | FrameArrived | InspectionStarted | InspectionDone | InspectionFailed | RecipeChanged
-         | SourceChanged | SourceEnded | ContinuousChanged)
+         | SourceChanged | SourceEnded | ContinuousChanged | EngineeringChanged)
 Observer = Callable[[Event], None]
 
 
@@ -200,6 +208,7 @@ class Station:
         self._watcher: threading.Thread | None = None
         self._last_frame_seq = -1
         self._last_inspected_seq = -1
+        self._engineering = 0  # editors open (settings, recipes)
 
     # -- settings: the file's, plus this run's command-line overrides ---------------------------
 
@@ -562,6 +571,18 @@ class Station:
     @property
     def busy(self) -> bool:
         return self._busy
+
+    @property
+    def engineering(self) -> bool:
+        """An admin is editing settings or recipes (OPC 40100-1's SystemState ENG)."""
+        return bool(self._engineering)
+
+    def set_engineering(self, on: bool, by: str = "") -> None:
+        """Say that an admin opened (True) or closed (False) the settings or recipe editor."""
+        with self._lock:
+            self._engineering += 1 if on else -1
+            self._engineering = max(0, self._engineering)
+        self._emit(EngineeringChanged(self.engineering, by))
 
     @property
     def continuous(self) -> bool:

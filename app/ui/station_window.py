@@ -979,9 +979,13 @@ class StationWindow(QMainWindow):
         from app.ui.settings_dialog import SettingsDialog
 
         dlg = SettingsDialog(self.settings, self)
-        if dlg.exec() != SettingsDialog.DialogCode.Accepted:
-            return
-        self.apply_settings(dlg.result_settings())
+        self.station.set_engineering(True, self.user.name)
+        try:
+            accepted = dlg.exec() == SettingsDialog.DialogCode.Accepted
+        finally:
+            self.station.set_engineering(False, self.user.name)
+        if accepted:
+            self.apply_settings(dlg.result_settings())
 
     def apply_settings(self, new: StationSettings) -> None:
         if not self._allowed("settings", "change settings"):
@@ -1006,7 +1010,11 @@ class StationWindow(QMainWindow):
         from app.ui.recipes_dialog import RecipesDialog
 
         dialog = RecipesDialog(self.station, self.user, self)
-        dialog.exec()
+        self.station.set_engineering(True, self.user.name)
+        try:
+            dialog.exec()
+        finally:
+            self.station.set_engineering(False, self.user.name)
         self.station.refresh_recipe()
         self._show_model_and_recipe()
 
