@@ -654,10 +654,15 @@ class Station:
             if self._stopping.is_set() and job is None:
                 break
             if job is not None:
-                frame = job.frame or (self.feed.latest() if self.feed is not None else None)
                 if self.detector is None:
                     self._finish()
                     self._emit(InspectionFailed(job, f"no model loaded: {self.model_error}"))
+                    continue
+                try:
+                    frame = job.frame or self._frame_for_trigger()
+                except StationError as exc:
+                    self._finish()
+                    self._emit(InspectionFailed(job, str(exc)))
                     continue
                 if frame is None:
                     self._finish()
@@ -666,6 +671,25 @@ class Station:
                 self._run_job(job, frame)
             elif continuous:
                 self._continuous_step()
+
+    def _frame_for_trigger(self) -> FeedFrame | None:
+        """The frame a trigger inspects: a camera in software-trigger mode takes one now (exactly that frame is
+        inspected); any other source gives its newest frame."""
+        feed = self.feed
+        if feed is None:
+            return None
+        source = feed.source
+        if not getattr(source, "software_trigger", False):
+            return feed.latest()
+        before = feed.latest()
+        try:
+            source.fire_trigger()
+        except SourceError as exc:
+            raise StationError(f"the camera did not take the trigger: {exc}") from exc
+        frame = feed.wait_newer(before.seq if before is not None else -1, timeout=getattr(source, "trigger_timeout", 2.0))
+        if frame is None:
+            raise StationError(f"{source.name} delivered no frame after the software trigger")
+        return frame
 
     def _continuous_step(self) -> None:
         feed = self.feed
