@@ -355,3 +355,20 @@ def test_writing_into_a_missing_folder_says_so(log_db, tmp_path):
     (tmp_path / "a file").write_text("x")
     with pytest.raises(ReportError, match="is not a folder"):
         write_csv(tmp_path / "a file" / "daily.csv", ["a"], [[1]])
+
+
+@pytest.mark.parametrize("zone, shifts", [
+    ("Europe/Berlin", SHIFTS),                                     # summer time ends on 2026-10-25
+    ("Europe/Berlin", ()),
+    ("Australia/Lord_Howe", (("a", "01:45"), ("b", "02:15"), ("c", "13:30"))),  # DST moves the clock by 30 minutes
+    ("Asia/Kathmandu", (("day", "06:10"), ("night", "18:10"))),    # UTC+05:45: hours do not line up with UTC's
+])
+def test_day_and_shift_per_hour_are_those_of_each_inspection(zone, shifts):
+    """The daily summary remembers a report day and shift per UTC hour: never a different answer than per inspection."""
+    clock = reports._Clock(ZoneInfo(zone), reports.parse_shifts(shifts))
+    start = datetime(2026, 10, 2, 12, 0, tzinfo=timezone.utc)  # Lord Howe's summer time starts on 2026-10-04
+    for minute in range(0, 40 * 24 * 60, 7):
+        for second in (0.0, 59.999):
+            t = start.timestamp() + minute * 60 + second
+            text = reports.iso_utc(datetime.fromtimestamp(t, timezone.utc))
+            assert clock.day_and_shift(text) == clock.shift(clock.local(reports._parse_created(text))), text
