@@ -88,6 +88,16 @@ def decode(
     ]
 
 
+def classwise_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float) -> np.ndarray:
+    """Indices of the boxes (N,4) that survive greedy class-wise NMS at `iou`, highest score first.
+
+    The suppression `decode` applies, for boxes from elsewhere (the training-time metric).
+    """
+    order = np.argsort(-scores, kind="stable")
+    keep = _not_suppressed(boxes[order], labels[order], np.ones(len(order), bool), iou)
+    return order[keep]
+
+
 def _not_suppressed(boxes: np.ndarray, labels: np.ndarray, candidates: np.ndarray, iou: float) -> np.ndarray:
     """Greedy class-wise NMS over boxes sorted by descending score: which ones survive."""
     x1, y1, x2, y2 = boxes.T

@@ -40,6 +40,30 @@ def _int8_line(path: Path, classes: Sequence[str]) -> str:
     return line + ")" + (f": `{info['command']}`" if info.get("command") else "")
 
 
+def _recipe_lines(recipe: dict | None, classes: Sequence[str]) -> list[str]:
+    """The recipe's record: the one command, its cost, and AP50 after every epoch against CPU time."""
+    if not recipe:
+        return []
+    lines = [
+        "",
+        "## Recipe (the whole schedule in one command)",
+        "",
+        f"- Recipe: `{Path(recipe['recipe']).name}`; command: `{recipe['command']}`",
+        f"- Cost of everything (data set, every stage with its validation, the final validation): "
+        f"{recipe['cpu_s'] / 60:.1f} CPU-minutes ({recipe['cpu_s'] / 120:.1f} minutes of 2 cores), "
+        f"{recipe['wall_s'] / 60:.1f} wall minutes",
+        "- Validation AP50 after each epoch (station metric with NMS, single pass without flip test) against CPU time:",
+        "",
+        "| stage | epoch | CPU-minutes | wall minutes | " + " | ".join(f"{c} AP50" for c in classes) + " | mAP50 |",
+        "|---" * (5 + len(classes)) + "|",
+    ]
+    for row in recipe.get("curve", []):
+        lines.append(f"| {row['stage']} | {row['epoch']} | {row['cpu_s'] / 60:.1f} | {row['wall_s'] / 60:.1f} | "
+                     + " | ".join(_fmt(row.get(f"station/ap50_{c}")) for c in classes)
+                     + f" | {_fmt(row.get('station/mAP50'))} |")
+    return lines
+
+
 def render_model_card(model: ModelFile, model_path: Path) -> str:
     meta, train = model.metadata, model.metadata.training
     data = train.get("dataset", {})
@@ -76,12 +100,18 @@ def render_model_card(model: ModelFile, model_path: Path) -> str:
         f"- Time: {train.get('train_seconds', 0) / 60:.1f} min for {train.get('epochs_run', '?')} of "
         f"{train.get('epochs_planned', '?')} planned epochs (time budget {train.get('time_budget_minutes') or 'none'} min) "
         f"(batch {train.get('batch_size', '?')}, AdamW lr {train.get('lr', '?')}, cosine decay)",
-        f"- Best checkpoint (by validation AP50): {train.get('best_checkpoint', 'n/a')}",
+        *([f"- CPU time: {train['cpu_seconds_total'] / 60:.1f} CPU-minutes (user + system time of the training process, "
+           f"all threads; {train['wall_seconds_total'] / 60:.1f} wall minutes), precision {train.get('precision', 'fp32')}"]
+          if train.get("cpu_seconds_total") else []),
+        (f"- Model made from the last epoch ({train.get('best_checkpoint')}): a fixed schedule, nothing picked on the "
+         "validation split" if train.get("kept") == "last"
+         else f"- Best checkpoint (by validation AP50): {train.get('best_checkpoint', 'n/a')}"),
         "- Validation AP50 per epoch (MMDetection's COCO metric): "
         + ", ".join(f"{row.get('step')}: {row.get('coco/bbox_mAP_50', 0):.3f}" for row in train.get("val_history", [])),
         f"- Command: `{train.get('command', 'n/a')}`",
         *[f"- Changed after training ({c.get('at')}): {', '.join(f'{k} = {v}' for k, v in c.get('changes', {}).items())}: "
           f"`{c.get('command')}`" for c in train.get("settings_changes", [])],
+        *_recipe_lines(train.get("recipe"), meta.class_names),
         "",
         "## Data",
         "",
@@ -89,15 +119,17 @@ def render_model_card(model: ModelFile, model_path: Path) -> str:
         f"- Class map: `{data.get('class_map')}`; split and expansion options: "
         f"`{json.dumps(data.get('options', {}), sort_keys=True)}`",
         f"- Counts per split: `{json.dumps(data.get('splits', {}), sort_keys=True)}`",
-        f"- Negatives (no scratch/pit box): `{json.dumps(data.get('negatives', {}), sort_keys=True)}`",
+        f"- Negatives (pictures without a box of these classes): `{json.dumps(data.get('negatives', {}), sort_keys=True)}`",
         "- Licence: NEU-DET states no licence; it is published for research use with a request to cite:",
         f"- {NEU_DET_CITATION}",
         "",
         "## Validation (own split, never trained on)",
         "",
         f"IoU {val.get('iou_threshold', 0.5)}; AP50 = area under the precision-recall curve (all-point "
-        "interpolation), `difficult` boxes ignored; AP = COCO mAP@[.5:.95]. The best epoch was picked on this "
-        "same split, so the figures lean slightly optimistic. "
+        "interpolation), `difficult` boxes ignored; AP = COCO mAP@[.5:.95]. "
+        + ("The model is the last epoch of a fixed schedule: nothing was picked on this split. " if train.get("kept") == "last"
+           else "The best epoch was picked on this same split, so the figures lean slightly optimistic. ")
+        +
         f"Measured {'with' if val.get('flip_test') else 'without'} flip test, "
         + (f"with NMS at IoU {val['nms_iou']}." if val.get("nms_iou") else "without NMS."),
         "",

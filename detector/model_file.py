@@ -26,6 +26,18 @@ ONNX_OUTPUTS = ("heatmap", "wh", "offset")
 
 # Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
 DEFAULT_COLOURS = {"scratch": "#E69F00", "pit": "#0072B2"}
+# For the other classes of a model, in class order: the rest of Okabe-Ito (without black,
+# and without #CC79A7, the station's colour for a label the model does not know), then Paul
+# Tol's muted colours. Beyond these, colours repeat.
+MORE_COLOURS = ("#009E73", "#D55E00", "#56B4E9", "#F0E442", "#882255", "#44AA99", "#999933", "#AA4499")
+
+
+def class_colours(class_names) -> dict[str, str]:
+    """A distinct colour per class: the station's two fixed ones, then MORE_COLOURS in class order."""
+    free = [c for c in MORE_COLOURS if c not in DEFAULT_COLOURS.values()]
+    others = [name for name in class_names if name not in DEFAULT_COLOURS]
+    picked = {name: free[i % len(free)] for i, name in enumerate(others)}
+    return {name: DEFAULT_COLOURS.get(name) or picked[name] for name in class_names}
 # The station's CenterNet sees the input at 1/4 resolution (stride-32 backbone, three
 # 2x deconvolutions); backends that can read it from the model use theirs.
 NETWORK_STRIDE = 4
