@@ -50,7 +50,7 @@ from app.line.modbus import (
 )
 from app.recipes import Recipe, Region
 from app.settings import StationSettings
-from app.station import InspectionStarted, Job, State, Station
+from app.station import InspectionDone, InspectionStarted, Job, State, Station
 from app.users import SETUP_USER
 from app.verdict import ClassRule, VerdictRule
 from detector import Detector
@@ -233,6 +233,22 @@ def test_a_thousand_handshakes_match_the_inspection_log(line, capsys):
         print(f"\n{HANDSHAKES} Modbus handshakes in {elapsed:.0f} s: trigger -> result valid median "
               f"{statistics.median(cycles):.0f} ms, station's own (IR_CYCLE_MS) median "
               f"{statistics.median(r[IR_CYCLE_MS] for r in results):.0f} ms")
+
+
+def test_the_next_trigger_right_after_the_acknowledgement_is_taken(line):
+    """Result valid shows only once the station can take the next part, even when other views of the
+    station are slow to hear about the result (here one that takes 50 ms, told after the device)."""
+    station, _device, plc = line
+
+    def slow_view(event) -> None:
+        if isinstance(event, InspectionDone):
+            time.sleep(0.05)
+
+    station.subscribe(slow_view)
+    for k in range(20):
+        regs = plc.handshake(f"Q-{k}")  # triggers again as soon as result valid has cleared
+        assert regs[IR_ERROR] == 0 and regs[IR_STATUS] & VALID, regs
+        assert_matches_log(station, regs, k + 1, f"Q-{k}")
 
 
 def test_part_id_and_recipe_number_arrive_in_the_log(line):
