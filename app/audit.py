@@ -23,7 +23,6 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from itertools import chain, pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,15 +70,6 @@ def inspection_hash(row: Mapping[str, Any]) -> str:
     content = {k: row[k] for k in INSPECTION_FIELDS}
     content["detections"] = [[d[k] for k in DETECTION_FIELDS] for d in row["detections"]]
     return _digest(content)
-
-
-def audit(tx, user: str, action: str, *, inspection_id: int | None = None, old=None, new=None, reason: str = "",
-          at: datetime | None = None) -> int:
-    """Append one record to the chain inside a write transaction; returns its id.
-
-    Kept for the callers not moved yet: inside `store.write()` call `tx.append_audit(...)`.
-    """
-    return tx.append_audit(user, action, inspection_id=inspection_id, old=old, new=new, reason=reason, at=at)
 
 
 # -- verifying -------------------------------------------------------------------------

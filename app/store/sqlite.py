@@ -435,14 +435,6 @@ class SqliteTransaction(_Reads):
     def _reading(self) -> Iterator[sqlite3.Connection]:
         yield self._conn
 
-    def execute(self, sql: str, params: tuple | list = ()) -> sqlite3.Cursor:
-        """Raw SQL, for callers still on `store.transaction()`: everything else uses the methods."""
-        return self._conn.execute(sql, params)
-
-    @property
-    def in_transaction(self) -> bool:
-        return self._conn.in_transaction
-
     def append_audit(self, user: str, action: str, *, inspection_id: int | None = None, old: Any = None, new: Any = None,
                      reason: str = "", at: datetime | None = None) -> int:
         return append_audit(self._conn, user, action, inspection_id=inspection_id, old=old, new=new, reason=reason, at=at)
@@ -480,22 +472,16 @@ class SqliteTransaction(_Reads):
     def lock_user(self, name: str, until: datetime) -> None:
         self._conn.execute("UPDATE users SET failed_attempts = 0, locked_until = ? WHERE name = ?", (iso_utc(until), name))
 
-    def add_recipe_version(self, *, name: str, external_id: str, definition: str, deleted: bool, created_by: str,
-                           audit_id: int) -> int:
-        """Append the next version of recipe `name` (its audit record written already); returns the version number."""
+    def save_recipe_version(self, *, name: str, external_id: str, definition_json: str, deleted: bool, user: str,
+                            audit_action: str, old: Any, new: Any, reason: str) -> int:
+        audit_id = self.append_audit(user, audit_action, old=old, new=new, reason=reason)
         version = int(self._conn.execute("SELECT COALESCE(MAX(version), 0) FROM recipes WHERE name = ?",
                                          (name,)).fetchone()[0]) + 1
         self._conn.execute("INSERT INTO recipes (name, version, external_id, definition, deleted, created_at, created_by,"
                            " audit_id) VALUES (?,?,?,?,?,?,?,?)",
-                           (name, version, external_id, definition, int(deleted), iso_utc(datetime.now(timezone.utc)),
-                            created_by, audit_id))
+                           (name, version, external_id, definition_json, int(deleted), iso_utc(datetime.now(timezone.utc)),
+                            user, audit_id))
         return version
-
-    def save_recipe_version(self, *, name: str, external_id: str, definition_json: str, deleted: bool, user: str,
-                            audit_action: str, old: Any, new: Any, reason: str) -> int:
-        audit_id = self.append_audit(user, audit_action, old=old, new=new, reason=reason)
-        return self.add_recipe_version(name=name, external_id=external_id, definition=definition_json, deleted=deleted,
-                                       created_by=user, audit_id=audit_id)
 
 
 def _remove(path: Path) -> bool:
@@ -622,21 +608,9 @@ class InspectionStore(_Reads):
                     raise StoreError(f"could not write to the inspection log {self.db_path}: {exc}") from exc
                 raise
 
-    # Kept until the recipe book and the Station move to write(): the same transaction, whose `execute` runs raw SQL.
-    transaction = write
-
     def query(self, sql: str, params: tuple | list = ()) -> list[sqlite3.Row]:
-        """Raw SQL on the writer connection; kept until the last callers outside the store have moved to its methods."""
-        if self._conn is None:
-            return self._rows(sql, params)
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
-
-    def add_recipe_version(self, tx: SqliteTransaction, *, name: str, external_id: str, definition: str, deleted: bool,
-                           created_by: str, audit_id: int) -> int:
-        """Kept until the recipe book moves to `tx.save_recipe_version(...)` inside `write()`."""
-        return tx.add_recipe_version(name=name, external_id=external_id, definition=definition, deleted=deleted,
-                                     created_by=created_by, audit_id=audit_id)
+        """Raw SQL, read-only; kept until the last tests outside the store read through the methods."""
+        return self._rows(sql, params)
 
     # -- writing -------------------------------------------------------------
 
@@ -903,16 +877,16 @@ class InspectionStore(_Reads):
     def start_output(self, sink: str) -> int:
         """Set up a new sink's cursor at the newest inspection (it gets what is logged from now on); returns it."""
         with self.write() as tx:
-            tx.execute("INSERT OR IGNORE INTO output_cursors (sink, delivered_id, updated_at)"
-                       " VALUES (?, (SELECT COALESCE(MAX(id), 0) FROM inspections), ?)",
-                       (sink, iso_utc(datetime.now(timezone.utc))))
-            return int(tx.execute("SELECT delivered_id FROM output_cursors WHERE sink = ?", (sink,)).fetchone()[0])
+            tx._conn.execute("INSERT OR IGNORE INTO output_cursors (sink, delivered_id, updated_at)"
+                             " VALUES (?, (SELECT COALESCE(MAX(id), 0) FROM inspections), ?)",
+                             (sink, iso_utc(datetime.now(timezone.utc))))
+            return int(tx._conn.execute("SELECT delivered_id FROM output_cursors WHERE sink = ?", (sink,)).fetchone()[0])
 
     def mark_delivered(self, sink: str, delivered_id: int) -> None:
         """Every inspection up to `delivered_id` has reached `sink` (the cursor never moves back)."""
         with self.write() as tx:
-            tx.execute("UPDATE output_cursors SET delivered_id = MAX(delivered_id, ?), updated_at = ? WHERE sink = ?",
-                       (int(delivered_id), iso_utc(datetime.now(timezone.utc)), sink))
+            tx._conn.execute("UPDATE output_cursors SET delivered_id = MAX(delivered_id, ?), updated_at = ? WHERE sink = ?",
+                             (int(delivered_id), iso_utc(datetime.now(timezone.utc)), sink))
 
     def output_backlog(self, sink: str) -> tuple[int, str | None]:
         """(inspections not yet delivered to `sink`, created_at of the oldest of them or None)."""
