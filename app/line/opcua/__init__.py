@@ -1,0 +1,1 @@
+"""The pieces of the OPC UA Machine Vision server (app.line.opcua_mv): information model, results, security."""
