@@ -22,7 +22,49 @@ from detector.regions import Roi
 
 DEFAULT_CONFIG = "default_config.json"
 KEEP_PICTURES = ("all", "fail")  # see StationSettings.keep_pictures
+# Pixel formats of GenICam cameras the station decodes (app/sources_genicam.py), and their significant bits.
+CAMERA_PIXEL_FORMATS = {"Mono8": 8, "Mono10": 10, "Mono10p": 10, "Mono10Packed": 10, "Mono12": 12, "Mono12p": 12,
+                        "Mono12Packed": 12, "Mono14": 14, "Mono16": 16}
+# "free-run": the camera streams (live view, continuous); "software": one frame per inspection, taken when it is
+# triggered; "lineN": one frame per pulse on the camera's input line N (the PLC or a light barrier triggers it).
+CAMERA_TRIGGER_FREE_RUN, CAMERA_TRIGGER_SOFTWARE = "free-run", "software"
+CAMERA_TRIGGER_ACTIVATIONS = ("rising", "falling")
+ANY_CAMERA = "*"  # the `cameras` block for a camera without its own
 MAX_NESTING = 8  # deeper than any setting needs: refused before a parser recurses into it
+
+
+@dataclass(frozen=True)
+class CameraSettings:
+    """How an industrial (GenICam) camera is set when it is opened; None leaves the camera's own value."""
+
+    exposure_us: float | None = None
+    gain_db: float | None = None
+    pixel_format: str | None = None  # one of CAMERA_PIXEL_FORMATS; None: the camera's if mono, else Mono8
+    roi: tuple[int, int, int, int] | None = None  # sensor region x, y, w, h (None: as the camera is set)
+    frame_rate: float | None = None  # frames per second in free-run
+    packet_size: int | None = None  # GigE Vision stream packet size, bytes (jumbo frames: up to 9000 and more)
+    trigger: str = CAMERA_TRIGGER_FREE_RUN  # "free-run", "software" or "line0", "line1", ...
+    trigger_activation: str = "rising"  # hardware trigger: the edge that takes the picture
+    trigger_timeout: float = 2.0  # seconds a triggered frame may take (exposure and transfer) before it is an error
+
+    def __post_init__(self) -> None:
+        _camera_trigger(self.trigger)
+        if self.pixel_format is not None and self.pixel_format not in CAMERA_PIXEL_FORMATS:
+            raise ValueError(f"pixel_format must be one of {', '.join(CAMERA_PIXEL_FORMATS)}, got {self.pixel_format!r}")
+        if self.trigger_activation not in CAMERA_TRIGGER_ACTIVATIONS:
+            raise ValueError(f"trigger_activation must be one of {', '.join(CAMERA_TRIGGER_ACTIVATIONS)}, "
+                             f"got {self.trigger_activation!r}")
+
+    @property
+    def trigger_line(self) -> str | None:
+        """The GenICam trigger source of a hardware trigger ("Line1" for "line1"); None for free-run and software."""
+        return f"Line{self.trigger[4:]}" if self.trigger.startswith("line") else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"exposure_us": self.exposure_us, "gain_db": self.gain_db, "pixel_format": self.pixel_format,
+                "roi": list(self.roi) if self.roi else None, "frame_rate": self.frame_rate, "packet_size": self.packet_size,
+                "trigger": self.trigger, "trigger_activation": self.trigger_activation,
+                "trigger_timeout": self.trigger_timeout}
 
 
 @dataclass(frozen=True)
@@ -62,6 +104,14 @@ class StationSettings:
     # Significant bits of the source's 16-bit samples when the file does not say (PNG sBIT,
     # PGM maxval): a 12-bit camera's frames in 16-bit files hold 0..4095 and need 12.
     bit_depth: int = 16
+    # Industrial (GenICam) cameras by device ID ("*": any camera without its own block): exposure, gain,
+    # pixel format, sensor region, frame rate, packet size and trigger, applied when the camera is opened.
+    cameras: tuple[tuple[str, CameraSettings], ...] = ()
+
+    def camera_settings(self, device_id: str) -> CameraSettings:
+        """The settings block of this camera, else the "*" block, else the defaults (free-run, camera's values)."""
+        blocks = dict(self.cameras)
+        return blocks.get(device_id) or blocks.get(ANY_CAMERA) or CameraSettings()
 
     @property
     def data_path(self) -> Path:
@@ -93,6 +143,7 @@ class StationSettings:
             "shifts": [{"name": n, "start": t} for n, t in self.shifts],
             "max_megapixels": self.max_megapixels,
             "bit_depth": self.bit_depth,
+            "cameras": {device_id: camera.to_dict() for device_id, camera in self.cameras},
         }
 
 
@@ -180,6 +231,83 @@ def _bit_depth(v: Any) -> int:
     if isinstance(v, bool) or v not in BIT_DEPTHS:
         raise ValueError(f"must be one of {', '.join(map(str, BIT_DEPTHS))}, got {_short(v)}")
     return int(v)
+
+
+def _camera_trigger(v: Any) -> str:
+    if isinstance(v, str) and (v in (CAMERA_TRIGGER_FREE_RUN, CAMERA_TRIGGER_SOFTWARE)
+                               or (v.startswith("line") and v[4:].isdigit() and len(v) <= 6)):
+        return v
+    raise ValueError(f"trigger must be 'free-run', 'software' or a camera input line 'line0', 'line1', ..., got {_short(v)}")
+
+
+def _whole(low: int, high: int):
+    def parse(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            raise ValueError(f"must be a whole number within {low}..{high}, got {_short(v)}")
+        return v
+    return parse
+
+
+def _sensor_region(v: Any) -> tuple[int, int, int, int] | None:
+    if v is None:
+        return None
+    if not isinstance(v, list) or len(v) != 4:
+        raise ValueError(f"sensor region must be [x, y, w, h], got {_short(v)}")
+    x, y = (_whole(0, 1 << 20)(n) for n in v[:2])
+    w, h = (_whole(1, 1 << 20)(n) for n in v[2:])
+    return x, y, w, h
+
+
+def _optional(parse):
+    return lambda v: None if v is None else parse(v)
+
+
+_CAMERA_PARSERS = {
+    "exposure_us": _optional(_in_range(0.0, 1e8, low_open=True)),
+    "gain_db": _optional(_in_range(-100.0, 100.0)),
+    "pixel_format": _optional(lambda v: v if v in CAMERA_PIXEL_FORMATS else _bad_choice(v, CAMERA_PIXEL_FORMATS)),
+    "roi": _sensor_region,
+    "frame_rate": _optional(_in_range(0.0, 1e6, low_open=True)),
+    "packet_size": _optional(_whole(576, 65535)),
+    "trigger": _camera_trigger,
+    "trigger_activation": lambda v: v if v in CAMERA_TRIGGER_ACTIVATIONS else _bad_choice(v, CAMERA_TRIGGER_ACTIVATIONS),
+    "trigger_timeout": _in_range(0.0, 3600.0, low_open=True),
+}
+
+
+def _bad_choice(v: Any, choices) -> Any:
+    raise ValueError(f"must be one of {', '.join(choices)}, got {_short(v)}")
+
+
+def camera_from_dict(block: dict[str, Any]) -> tuple[CameraSettings, list[str]]:
+    """A camera's settings block; a bad or unknown field is left at its default and named in the warnings."""
+    values, warnings = {}, []
+    for key, value in block.items():
+        parse = _CAMERA_PARSERS.get(key)
+        if parse is None:
+            warnings.append(f"unknown setting {str(key)[:40]!r} ignored")
+            continue
+        try:
+            values[key] = parse(value)
+        except (ValueError, TypeError, OverflowError) as exc:
+            warnings.append(f"{key} is invalid ({exc}); using the default")
+    return CameraSettings(**values), warnings
+
+
+def _cameras(v: Any) -> tuple[tuple[tuple[str, CameraSettings], ...], list[str]]:
+    """{"DEVICE-ID": {setting: value}}; a bad camera setting falls back to its default with a warning naming both."""
+    if not isinstance(v, dict):
+        raise ValueError(f"must be a mapping of camera device ID to its settings, got {_short(v)}")
+    out, warnings = [], []
+    for device_id, block in v.items():
+        if not device_id.strip() or not isinstance(block, dict):
+            warnings.append(f"setting 'cameras': camera {device_id[:40]!r} ignored (needs a device ID and a mapping "
+                            "of settings)")
+            continue
+        camera, notes = camera_from_dict(block)
+        warnings += [f"setting 'cameras': camera {device_id[:40]!r}: {note}" for note in notes]
+        out.append((device_id, camera))
+    return tuple(out), warnings
 
 
 def _roi(v: Any) -> Roi | None:
@@ -279,6 +407,7 @@ _PARSERS = {
     "shifts": _shifts,
     "max_megapixels": _in_range(0.0, 10000.0, low_open=True),
     "bit_depth": _bit_depth,
+    "cameras": _cameras,  # returns (value, warnings): each camera's bad fields fall back one by one
 }
 
 
@@ -296,7 +425,11 @@ def from_dict(data: Any, base: StationSettings) -> tuple[StationSettings, list[s
         try:
             if _depth(value) > MAX_NESTING:
                 raise ValueError("nested too deeply")
-            values[key] = parse(value)
+            if parse is _cameras:
+                values[key], notes = _cameras(value)
+                warnings += notes
+            else:
+                values[key] = parse(value)
         except (ValueError, TypeError, OverflowError) as exc:
             warnings.append(f"setting {key!r} is invalid ({exc}); using the default")
     return replace(base, **values), warnings

@@ -3,6 +3,8 @@
 `open_source(spec)` turns what the user typed into a source:
     "0", "1"               USB/UVC camera by index
     "rtsp://...", "http://..."  network stream
+    "genicam://", "genicam://DEVICE-ID"  industrial camera (GigE Vision, USB3 Vision) through Aravis
+                           (app/sources_genicam.py; the optional extra '.[genicam]')
     a video file path      played as if it were a camera (loops in live view)
     an image file/folder   replays the pictures in name order
 
@@ -20,18 +22,23 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from detector.images import BIT_DEPTHS, DEFAULT_MAX_MEGAPIXELS, PICTURE_SUFFIXES, range_warning, read_picture, to_uint8
 
+if TYPE_CHECKING:
+    from app.settings import CameraSettings
+
 IMAGE_SUFFIXES = frozenset(PICTURE_SUFFIXES)
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm"}
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+GENICAM_PREFIX = "genicam://"
 # Give up on a dead stream after this long instead of ffmpeg's 30 s default.
 STREAM_TIMEOUT_MS = 5000
 
@@ -45,11 +52,16 @@ class FrameSource:
 
     `frame_warnings` says what is doubtful about the frame `read()` returned last
     (e.g. "picture uses under 1/16 of its range"); it never stops the frame.
+    `frame_label` names that frame where the source can say more than its name
+    (a camera's frame number); "" means the name.
     """
 
     name: str = ""
     live: bool = True  # a camera/stream (reconnect when lost) rather than a recording
     frame_warnings: tuple[str, ...] = ()
+    frame_label: str = ""
+    # A triggered camera delivers frames only when triggered: open is live, no frame is awaited to say so.
+    waits_for_trigger: bool = False
 
     def open(self) -> None:
         raise NotImplementedError
@@ -59,6 +71,9 @@ class FrameSource:
 
     def close(self) -> None:
         pass
+
+    def interrupt(self) -> None:
+        """Ask a read() blocked on another thread (waiting for a trigger) to give up; no-op for most sources."""
 
     def frames(self) -> Iterator[tuple[str, np.ndarray]]:
         """Every frame once, with a label saying where it came from (for headless runs)."""
@@ -229,11 +244,14 @@ class ImageFilesSource(FrameSource):
 
 
 def open_source(spec: str | int, loop_video: bool = False, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
-                bit_depth: int = 16) -> FrameSource:
+                bit_depth: int = 16, cameras: Callable[[str], CameraSettings] | None = None) -> FrameSource:
     """A source for what the user typed (see the module docstring). Not opened yet.
 
     `max_megapixels`: larger pictures are refused from their header; `bit_depth`:
-    significant bits of 16-bit frames whose file does not say (8, 10, 12, 14, 16).
+    significant bits of 16-bit frames whose file does not say (8, 10, 12, 14, 16);
+    `cameras`: the settings of a GenICam camera by device ID (StationSettings.camera_settings;
+    None: free-run with the camera's own exposure, gain...). A GenICam camera's pixel
+    format gives its bit depth.
     """
     if bit_depth not in BIT_DEPTHS:
         raise SourceError(f"bit depth must be one of {', '.join(map(str, BIT_DEPTHS))}, got {bit_depth!r}")
@@ -248,6 +266,11 @@ def open_source(spec: str | int, loop_video: bool = False, max_megapixels: float
         return CaptureSource(int(text), bit_depth=bit_depth)
     if text.lower().startswith(STREAM_PREFIXES):
         return CaptureSource(text, bit_depth=bit_depth)
+    if text.lower().startswith(GENICAM_PREFIX):
+        from app.sources_genicam import GenICamSource, aravis, device_id_of
+
+        aravis()  # SourceError saying how to install Aravis and PyGObject, now rather than at every reconnect
+        return GenICamSource(device_id_of(text), cameras)
     path = Path(text).expanduser()
     if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageFilesSource(path, max_megapixels, bit_depth)
@@ -317,6 +340,9 @@ class LiveFeed:
         """Ask the thread to end; a capture blocked in the driver is left to die with the process."""
         self._stop.set()
         self._wake.set()
+        interrupt = getattr(self.source, "interrupt", None)
+        if interrupt is not None:
+            interrupt()  # a camera waiting for a trigger would otherwise hold the thread (and the camera)
         if self._thread.is_alive():
             self._thread.join(timeout)
 
@@ -399,6 +425,8 @@ class LiveFeed:
             try:
                 self.source.open()
                 self._ever_connected = True
+                if getattr(self.source, "waits_for_trigger", False):
+                    self._state, self._error = LIVE, ""
                 if isinstance(self.source, ImageFilesSource):
                     self._serve_pictures(self.source)
                 else:
@@ -432,7 +460,7 @@ class LiveFeed:
                 with self._new_frame:
                     self._new_frame.notify_all()
                 return
-            self._publish(frame, self.source.name)
+            self._publish(frame, getattr(self.source, "frame_label", "") or self.source.name)
             if lossless:
                 with self._new_frame:
                     seq = self._seq

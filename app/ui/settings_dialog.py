@@ -1,11 +1,18 @@
-"""Settings dialog: the station itself (name, camera, folders, outputs, sign-in); recipes hold the rules."""
+"""Settings dialog: the station itself (name, camera, folders, outputs, sign-in); recipes hold the rules.
+
+Industrial (GenICam) cameras: *Find cameras* lists those this PC sees; picking one makes it the source
+(genicam://DEVICE-ID) and shows its settings block (pixel format, exposure, gain, sensor region, frame rate,
+packet size, trigger), saved under its device ID; "first camera found" edits the "*" block.
+"""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
+    QApplication,
     QCheckBox,
     QComboBox,
     QDialog,
@@ -13,6 +20,7 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -23,10 +31,24 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.settings import KEEP_PICTURES, StationSettings
+from app.settings import (
+    ANY_CAMERA,
+    CAMERA_PIXEL_FORMATS,
+    CAMERA_TRIGGER_ACTIVATIONS,
+    CAMERA_TRIGGER_FREE_RUN,
+    CAMERA_TRIGGER_SOFTWARE,
+    KEEP_PICTURES,
+    CameraSettings,
+    StationSettings,
+    camera_from_dict,
+)
 from detector.images import BIT_DEPTHS
 
 KEEP_PICTURE_LABELS = {"all": "of every inspection", "fail": "of FAIL inspections only"}
+GENICAM = "genicam://"
+TRIGGER_LABELS = {CAMERA_TRIGGER_FREE_RUN: "free-run (live view, continuous)",
+                  CAMERA_TRIGGER_SOFTWARE: "software (one picture per inspection)",
+                  **{f"line{n}": f"hardware: input line {n}" for n in range(4)}}
 
 
 class SettingsDialog(QDialog):
@@ -115,9 +137,139 @@ class SettingsDialog(QDialog):
 
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self._camera_group(settings))
         layout.addWidget(QLabel("Regions, model and PASS/FAIL rule of each product type: File ▸ Recipes."))
         layout.addWidget(self.error_label)
         layout.addWidget(buttons)
+
+    # -- industrial cameras ----------------------------------------------------------------------
+
+    def _camera_group(self, settings: StationSettings) -> QGroupBox:
+        self._cameras = dict(settings.cameras)  # device ID -> CameraSettings, as edited here
+        self._camera_key: str | None = None  # the block the fields below show
+        self.camera_combo = QComboBox()
+        self.find_cameras_button = QPushButton("Find cameras")
+        self.find_cameras_button.setToolTip("List the GigE Vision and USB3 Vision cameras this PC sees (about 1 s)")
+        self.find_cameras_button.clicked.connect(self.find_cameras)
+        self.camera_note = QLabel()
+        self.camera_note.setWordWrap(True)
+        self.pixel_format_combo = QComboBox()
+        self.pixel_format_combo.addItem("as the camera is set (Mono8 if it is not mono)", None)
+        for name, bits in CAMERA_PIXEL_FORMATS.items():
+            self.pixel_format_combo.addItem(f"{name} ({bits} bit)", name)
+        self.exposure_edit = QLineEdit()
+        self.gain_edit = QLineEdit()
+        self.camera_roi_edit = QLineEdit()
+        self.frame_rate_edit = QLineEdit()
+        self.packet_size_edit = QLineEdit()
+        for edit, hint in ((self.exposure_edit, "µs"), (self.gain_edit, "dB"), (self.camera_roi_edit, "x,y,w,h px"),
+                           (self.frame_rate_edit, "frames/s"), (self.packet_size_edit, "bytes, GigE only")):
+            edit.setPlaceholderText(f"as the camera is set ({hint})")
+        self.trigger_combo = QComboBox()
+        for value, label in TRIGGER_LABELS.items():
+            self.trigger_combo.addItem(label, value)
+        self.activation_combo = QComboBox()
+        for value in CAMERA_TRIGGER_ACTIVATIONS:
+            self.activation_combo.addItem(f"{value} edge", value)
+        self.trigger_timeout_spin = QDoubleSpinBox()
+        self.trigger_timeout_spin.setRange(0.1, 60.0)
+        self.trigger_timeout_spin.setSuffix(" s")
+        self.trigger_timeout_spin.setToolTip("How long a triggered picture may take (exposure and transfer) before "
+                                             "the inspection fails")
+
+        picker = QWidget()
+        row = QHBoxLayout(picker)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.camera_combo, 1)
+        row.addWidget(self.find_cameras_button)
+        form = QFormLayout()
+        form.addRow("Camera", picker)
+        form.addRow("", self.camera_note)
+        form.addRow("Pixel format", self.pixel_format_combo)
+        form.addRow("Exposure", self.exposure_edit)
+        form.addRow("Gain", self.gain_edit)
+        form.addRow("Sensor region", self.camera_roi_edit)
+        form.addRow("Frame rate", self.frame_rate_edit)
+        form.addRow("Packet size", self.packet_size_edit)
+        form.addRow("Trigger", self.trigger_combo)
+        form.addRow("Trigger edge", self.activation_combo)
+        form.addRow("Trigger timeout", self.trigger_timeout_spin)
+        group = QGroupBox("Industrial camera (GenICam: GigE Vision, USB3 Vision)")
+        group.setLayout(form)
+
+        self.camera_combo.addItem("first camera found (genicam://)", ANY_CAMERA)
+        source = settings.source.strip()
+        if source.lower().startswith(GENICAM) and source[len(GENICAM):].strip("/"):
+            device_id = source[len(GENICAM):].strip("/")
+            self.camera_combo.addItem(f"{device_id} (not searched for yet)", device_id)
+            self.camera_combo.setCurrentIndex(1)
+        self._show_camera(self.camera_combo.currentData())
+        self.camera_combo.currentIndexChanged.connect(self._camera_picked)
+        return group
+
+    def find_cameras(self) -> None:
+        """List the cameras found in the picker (the one picked stays picked)."""
+        from app.sources import SourceError
+        from app.sources_genicam import list_cameras
+
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        try:
+            found = list_cameras()
+        except SourceError as exc:  # Aravis or PyGObject not installed: say how
+            self.camera_note.setText(str(exc))
+            return
+        finally:
+            QApplication.restoreOverrideCursor()
+        current = self.camera_combo.currentData()
+        self.camera_combo.blockSignals(True)
+        while self.camera_combo.count() > 1:
+            self.camera_combo.removeItem(1)
+        for info in found:
+            self.camera_combo.addItem(f"{info.device_id}: {info}", info.device_id)
+        if current not in [info.device_id for info in found] and current != ANY_CAMERA:
+            self.camera_combo.addItem(f"{current} (not found now)", current)
+        self.camera_combo.setCurrentIndex(max(0, self.camera_combo.findData(current)))
+        self.camera_combo.blockSignals(False)
+        self.camera_note.setText(f"{len(found)} camera{'s' if len(found) != 1 else ''} found" if found else
+                                 "no camera found: check the cable, the camera's power and its IP address (same subnet)")
+
+    def _camera_picked(self) -> None:
+        """A camera picked: it becomes the source, and its settings are shown (the previous one's are kept)."""
+        try:
+            self._cameras[self._camera_key] = self._camera_fields()
+        except ValueError as exc:
+            self.error_label.setText(str(exc))
+        key = self.camera_combo.currentData()
+        self.source_edit.setText(GENICAM + ("" if key == ANY_CAMERA else key))
+        self._show_camera(key)
+
+    def _show_camera(self, key: str) -> None:
+        self._camera_key = key
+        camera = self._cameras.get(key, CameraSettings())
+        self.pixel_format_combo.setCurrentIndex(max(0, self.pixel_format_combo.findData(camera.pixel_format)))
+        for edit, value in ((self.exposure_edit, camera.exposure_us), (self.gain_edit, camera.gain_db),
+                            (self.frame_rate_edit, camera.frame_rate), (self.packet_size_edit, camera.packet_size)):
+            edit.setText("" if value is None else f"{value:g}")
+        self.camera_roi_edit.setText(",".join(map(str, camera.roi)) if camera.roi else "")
+        if self.trigger_combo.findData(camera.trigger) < 0:
+            self.trigger_combo.addItem(f"hardware: input line {camera.trigger[4:]}", camera.trigger)
+        self.trigger_combo.setCurrentIndex(self.trigger_combo.findData(camera.trigger))
+        self.activation_combo.setCurrentIndex(max(0, self.activation_combo.findData(camera.trigger_activation)))
+        self.trigger_timeout_spin.setValue(camera.trigger_timeout)
+
+    def _camera_fields(self) -> CameraSettings:
+        """The fields as the shown camera's settings; ValueError naming the field that is wrong."""
+        block = {"pixel_format": self.pixel_format_combo.currentData(), "trigger": self.trigger_combo.currentData(),
+                 "trigger_activation": self.activation_combo.currentData(),
+                 "trigger_timeout": self.trigger_timeout_spin.value()}
+        for key, edit in (("exposure_us", self.exposure_edit), ("gain_db", self.gain_edit),
+                          ("frame_rate", self.frame_rate_edit), ("packet_size", self.packet_size_edit),
+                          ("roi", self.camera_roi_edit)):
+            block[key] = _field_value(key, edit.text().strip())
+        camera, problems = camera_from_dict(block)
+        if problems:
+            raise ValueError(f"camera {self._camera_key}: {problems[0].replace('; using the default', '')}")
+        return camera
 
     def _with_browse(self, edit: QLineEdit, slot) -> QWidget:
         return with_browse(edit, slot)
@@ -135,6 +287,8 @@ class SettingsDialog(QDialog):
         station = self.station_edit.text().strip()
         if not station:
             raise ValueError("the station needs a name")
+        self._cameras[self._camera_key] = self._camera_fields()
+        cameras = tuple((k, c) for k, c in self._cameras.items() if c != CameraSettings() or k in dict(self._settings.cameras))
         sinks = tuple(line.strip() for line in self.sinks_edit.toPlainText().splitlines() if line.strip())
         for url in sinks:
             from app.outputs import open_output
@@ -155,6 +309,7 @@ class SettingsDialog(QDialog):
             sinks=sinks,
             bit_depth=self.bit_depth_combo.currentData(),
             max_megapixels=self.megapixels_spin.value(),
+            cameras=cameras,
         )
 
     def accept(self) -> None:
@@ -167,6 +322,18 @@ class SettingsDialog(QDialog):
 
     def result_settings(self) -> StationSettings:
         return self._result if self._result is not None else self._settings
+
+
+def _field_value(key: str, text: str):
+    """What a camera field's text stands for: None (empty: as the camera is set), a number, or [x, y, w, h]."""
+    if not text:
+        return None
+    try:
+        numbers = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"camera {key}: {text!r} is not a number") from None
+    numbers = [int(n) if n.is_integer() else n for n in numbers]
+    return numbers if key == "roi" else numbers[0] if len(numbers) == 1 else text
 
 
 def with_browse(edit: QLineEdit, slot) -> QWidget:
