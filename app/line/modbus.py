@@ -29,7 +29,6 @@ from enum import IntEnum
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
-from pymodbus.simulator.simutils import SimUtils
 
 from app.recipes import Recipe
 from app.station import InspectionDone, InspectionFailed, Job, RecipeChanged, State, StateChanged, Station, StationError
@@ -144,6 +143,10 @@ def recipe_number(recipe: Recipe | None) -> int:
     return int(text) if text.isdigit() and 0 < int(text) <= 0xFFFF else 0
 
 
+def _word(bits: list[bool]) -> int:
+    return sum(1 << i for i, on in enumerate(bits) if on)
+
+
 def _clamp(value: float) -> int:
     return max(0, min(0xFFFF, round(value)))
 
@@ -170,6 +173,7 @@ class ModbusDevice:
         self._trigger = False
         self._job: Job | None = None  # accepted, waiting for the station's result
         self._pending = False  # result written; result valid follows once the station can take the next trigger
+        self._pending_error = ErrorCode.NONE  # shown with result valid, not before
         self._valid = False  # result valid
         self._error = ErrorCode.NONE
         self._job_no = 0
@@ -249,10 +253,14 @@ class ModbusDevice:
 
     @staticmethod
     def _sim_device(unit: int, action) -> SimDevice:
-        bits = [SimData(0, values=[False] * 16, datatype=DataType.BITS)]
-        return SimDevice(unit, simdata=(bits, [SimData(0, values=[False] * 16, datatype=DataType.BITS)],
-                                        [SimData(0, count=HOLDING_REGISTERS, values=0, datatype=DataType.REGISTERS)],
-                                        [SimData(0, count=INPUT_REGISTERS, values=0, datatype=DataType.REGISTERS)]),
+        """Blocks the size of the map (16 coils and 16 inputs: bits come in 16s); `action` serves every request."""
+        def bits() -> list[SimData]:
+            return [SimData(0, values=[False] * 16, datatype=DataType.BITS)]
+
+        def registers(count: int) -> list[SimData]:
+            return [SimData(0, count=count, values=0, datatype=DataType.REGISTERS)]
+
+        return SimDevice(unit, simdata=(bits(), bits(), registers(HOLDING_REGISTERS), registers(INPUT_REGISTERS)),
                          action=action)
 
     @staticmethod
@@ -268,10 +276,10 @@ class ModbusDevice:
             return await (self._write_coils(address, values) if fc in _COIL_FCS else self._write_holding(address, values))
         with self._lock:
             self._settle()
-            if fc in _COIL_FCS:
-                image = SimUtils.bitsToRegisters([self._trigger] + [False] * 15)
+            if fc in _COIL_FCS:  # bits are served 16 to a register, the first in bit 0
+                image = [_word([self._trigger])]
             elif fc in _DI_FCS:
-                image = SimUtils.bitsToRegisters(self._flags() + [False] * 12)
+                image = [_word(self._flags())]
             elif fc in _IR_FCS:
                 image = self._input_registers()
             else:
@@ -388,7 +396,12 @@ class ModbusDevice:
     def _settle(self) -> None:
         """Result valid once the station is no longer busy with it (under the lock), so the next trigger is taken."""
         if self._pending and not self.station.busy:
-            self._pending, self._valid = False, True
+            self._publish()
+
+    def _publish(self) -> None:
+        self._pending, self._valid = False, True
+        if self._pending_error:
+            self._error, self._pending_error = self._pending_error, ErrorCode.NONE
 
     def _flags(self) -> list[bool]:
         station = self.station
@@ -398,8 +411,7 @@ class ModbusDevice:
         return [ready, busy, self._valid, self._error != ErrorCode.NONE]
 
     def _input_registers(self) -> list[int]:
-        flags = self._flags()
-        regs = [sum(1 << i for i, on in enumerate(flags) if on), int(self._error), STATE_CODES.get(self.station.state, 0),
+        regs = [_word(self._flags()), int(self._error), STATE_CODES.get(self.station.state, 0),
                 self._job_no, *self._results]
         regs[IR_RECIPE] = recipe_number(self.station.recipe)
         regs[IR_CLASSES] = min(len(self._classes), MAX_CLASSES)
@@ -425,7 +437,7 @@ class ModbusDevice:
         elif isinstance(event, StateChanged) and event.state != State.BUSY:
             with self._lock:  # the station has finished: a pending result becomes valid
                 if self._pending:
-                    self._pending, self._valid = False, True
+                    self._publish()
         elif isinstance(event, RecipeChanged):
             classes = self._class_names()
             with self._lock:
@@ -452,6 +464,6 @@ class ModbusDevice:
             self._job = None
             self._pending = True  # result valid follows in _settle / on the station's next state
             if result.inspection_id is None:
-                self._error = ErrorCode.NOT_LOGGED
+                self._pending_error = ErrorCode.NOT_LOGGED
         if result.inspection_id is None:
             log.warning("Modbus job %s: %s: %s", event.job.job_id, ERROR_TEXT[ErrorCode.NOT_LOGGED], result.error)
