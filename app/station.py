@@ -738,8 +738,10 @@ class Station:
             self._finish()
             self._emit(InspectionFailed(job, f"inspection failed: {type(exc).__name__}: {exc}"))
             return False
-        self._emit(InspectionDone(job, frame, result))  # the result first, then the state: ready for the next part
+        # Ready for the next part before anyone hears of this result: a PLC that triggers the moment it sees
+        # the result must not be refused as busy, however slow another observer is.
         self._finish()
+        self._emit(InspectionDone(job, frame, result))
         return True
 
     def _finish(self) -> None:
@@ -771,6 +773,8 @@ class Station:
             state, detail = State.DISCONNECTED, "no source"
         elif feed.state in (RECONNECTING, NOT_FOUND, FAILED):
             state, detail = State.DISCONNECTED, feed.error or feed.state
+        elif feed.latest() is None and not getattr(feed.source, "software_trigger", False):
+            state, detail = State.DISCONNECTED, "waiting for the first frame"  # a trigger now would find no picture
         else:
             state, detail = State.READY, ""
         self._set_state(state, detail)
