@@ -7,6 +7,7 @@
 #   bash installer/install.sh --wheelhouse DIR         # offline, from installer/build-wheelhouse.sh's folder
 #   bash installer/install.sh --prefix /opt/mis --bin-dir /usr/local/bin --no-desktop
 #   bash installer/install.sh --service [--service-user inspection] [--unit-dir DIR]   # also the line service
+#   bash installer/install.sh --genicam                # also industrial GigE Vision / USB3 Vision cameras (Aravis)
 #
 # --service adds a systemd unit, metal-inspection-station.service, that runs
 # `python -m app serve` (no window: the line triggers, the outputs deliver) at
@@ -14,6 +15,11 @@
 # or the user's, logs to the journal, and stops with SIGTERM (the inspection in
 # flight is finished and logged, the outputs drained). It is enabled and started
 # when systemd runs; otherwise the command to do so is printed.
+#
+# --genicam adds the optional extra for GenICam cameras (source genicam://, docs/cameras.md): Debian's Aravis
+# (gir1.2-aravis-0.8) and, since PyGObject compiles, a C compiler and the headers it builds against (as root;
+# otherwise the apt-get command is printed and the install stops). The runtime without it compiles nothing.
+# With --wheelhouse, the folder must hold a PyGObject wheel built on a PC like this one.
 #
 # As root it installs to /opt/metal-inspection-station, links the command into
 # /usr/local/bin and adds the Debian libraries Qt's X11 plugin needs. Run it
@@ -28,7 +34,7 @@ if [ "$(id -u)" = 0 ]; then
 else
     PREFIX="$HOME/.local/opt/$NAME"; BIN_DIR="$HOME/.local/bin"; APPS_DIR="$HOME/.local/share/applications"
 fi
-WHEELHOUSE=""; DESKTOP=1; PY=${PYTHON:-python3}; SERVICE=0; SERVICE_USER="$(id -un)"
+WHEELHOUSE=""; DESKTOP=1; PY=${PYTHON:-python3}; SERVICE=0; SERVICE_USER="$(id -un)"; GENICAM=0
 if [ "$(id -u)" = 0 ]; then
     UNIT_DIR=/etc/systemd/system; SERVICE_CONFIG=/etc/$NAME/station.json
 else
@@ -45,7 +51,8 @@ while [ $# -gt 0 ]; do
         --service-user) SERVICE_USER="$2"; shift 2;;
         --service-config) SERVICE_CONFIG="$2"; shift 2;;
         --unit-dir) UNIT_DIR="$2"; shift 2;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0;;
+        --genicam) GENICAM=1; shift;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2;;
     esac
 done
@@ -59,14 +66,30 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         libxkbcommon-x11-0 libegl1 libgl1 >/dev/null
 fi
 
+# GenICam: Aravis' typelib at run time; PyGObject's build needs a compiler, Python's headers, GObject
+# introspection and cairo.
+GENICAM_DEBS=(gir1.2-aravis-0.8 libgirepository1.0-dev libcairo2-dev pkg-config gcc python3-dev)
+if [ "$GENICAM" = 1 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get install -y -q --no-install-recommends "${GENICAM_DEBS[@]}" >/dev/null \
+            || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${GENICAM_DEBS[@]}" >/dev/null; }
+    else
+        for pkg in "${GENICAM_DEBS[@]}"; do
+            dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" \
+                || { echo "error: --genicam needs: sudo apt-get install ${GENICAM_DEBS[*]}" >&2; exit 1; }
+        done
+    fi
+fi
+EXTRA=""; [ "$GENICAM" = 1 ] && EXTRA="[genicam]"
+
 echo "installing into $PREFIX"
 mkdir -p "$PREFIX" "$BIN_DIR"
 [ -x "$PREFIX/venv/bin/python" ] || "$PY" -m venv "$PREFIX/venv"
 PIP=("$PREFIX/venv/bin/python" -m pip --disable-pip-version-check -q)
 if [ -n "$WHEELHOUSE" ]; then
-    "${PIP[@]}" install --no-index --find-links "$WHEELHOUSE" --upgrade "$NAME"
+    "${PIP[@]}" install --no-index --find-links "$WHEELHOUSE" --upgrade "$NAME$EXTRA"
 else
-    "${PIP[@]}" install --upgrade "$HERE"
+    "${PIP[@]}" install --upgrade "$HERE$EXTRA"
 fi
 
 # The command: a tiny script, so the venv never has to be on PATH.
@@ -149,4 +172,7 @@ det = Detector()
 det.detect(np.full((64, 64), 128, np.uint8))
 print(f"model {det.model_id} runs ({det.device})")
 CHECK
+if [ "$GENICAM" = 1 ]; then
+    "$PREFIX/venv/bin/python" -c "from app.sources_genicam import list_cameras; print(f'GenICam: {len(list_cameras())} camera(s) found')"
+fi
 echo "installed: $BIN_DIR/$NAME  (start the station with: $NAME)"

