@@ -37,7 +37,7 @@ from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
 
-from app.store import InspectionLog, InspectionStore, StoreError, iso_utc
+from app.store import ClassStats, InspectionLog, InspectionStore, StoreError, iso_utc
 from detector.files import atomic_write_bytes
 
 # OWASP CSV injection: cells starting with these are run as formulas (or split
@@ -276,14 +276,10 @@ class _Group:
     defects: dict[str, int] = field(default_factory=dict)
 
 
-def _per_class(log: InspectionLog, lo: str, hi: str) -> tuple[dict[int, dict[str, tuple[int, float | None]]], set[str]]:
+def _per_class(log: InspectionLog, lo: str, hi: str) -> tuple[ClassStats, set[str]]:
     """Per inspection id: label -> (failing detections, best shown score or None); and every label seen."""
-    out: dict[int, dict[str, tuple[int, float | None]]] = {}
-    labels: set[str] = set()
-    for inspection_id, label, fails, max_score in log.report_class_stats(lo, hi):
-        out.setdefault(inspection_id, {})[label] = (int(fails), max_score)
-        labels.add(label)
-    return out, labels
+    stats = log.report_class_stats(lo, hi)
+    return stats, {label for per_label in stats.values() for label in per_label}
 
 
 def _reviews(log: InspectionLog, lo: str, hi: str) -> dict[int, tuple[str, str, str, str | None]]:

@@ -11,7 +11,7 @@ from app.store.base import InspectionLog, LogReader, LogTransaction
 from app.store.rows import (
     GALLERY_SORTS,
     AuditRecord,
-    ClassStat,
+    ClassStats,
     DetectionRow,
     GalleryFilter,
     GalleryItem,
@@ -34,7 +34,7 @@ from app.store.schema import MIGRATIONS, SCHEMA_VERSION, guard_triggers
 from app.store.sqlite import ORPHAN_MIN_AGE_S, InspectionStore, SqliteTransaction, connect
 
 __all__ = [
-    "GALLERY_SORTS", "MIGRATIONS", "ORPHAN_MIN_AGE_S", "SCHEMA_VERSION", "AuditRecord", "ClassStat", "DetectionRow",
+    "GALLERY_SORTS", "MIGRATIONS", "ORPHAN_MIN_AGE_S", "SCHEMA_VERSION", "AuditRecord", "ClassStats", "DetectionRow",
     "GalleryFilter", "GalleryItem", "InspectionLog", "InspectionRecord", "InspectionRow", "InspectionStore", "LogReader",
     "LogTransaction", "QaReview", "RegionRecord", "RegionRow", "ReportInspection", "ReportListRow", "ReviewBoxRow", "ReviewRow",
     "ShownScore", "SqliteTransaction", "StoreError", "StoredInspection", "UserRow", "connect", "guard_triggers", "iso_utc",

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from app.store.rows import (
     AuditRecord,
-    ClassStat,
+    ClassStats,
     DetectionRow,
     GalleryFilter,
     GalleryItem,
@@ -191,7 +191,7 @@ class InspectionLog(LogReader, Protocol):
     def report_list(self, lo: str, hi: str) -> list[ReportListRow]:
         """Oldest first."""
 
-    def report_class_stats(self, lo: str, hi: str) -> list[ClassStat]: ...
+    def report_class_stats(self, lo: str, hi: str) -> ClassStats: ...
 
     def report_scores(self, lo: str, hi: str) -> list[ShownScore]:
         """Scores of the shown detections."""

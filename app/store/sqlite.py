@@ -43,7 +43,7 @@ from app.audit import FIELDS, GENESIS, HASH_VERSION, INSPECTION_FIELDS_V2, REGIO
 from app.store.rows import (
     GALLERY_SORTS,
     AuditRecord,
-    ClassStat,
+    ClassStats,
     DetectionRow,
     GalleryFilter,
     GalleryItem,
@@ -846,8 +846,14 @@ class InspectionStore(_Reads):
         v4 = REPORT_LIST_V4 if self.schema_version >= 4 else REPORT_LIST_BEFORE_V4
         return self._tuples(REPORT_LIST.format(v4=v4), (lo, hi), ReportListRow._make)
 
-    def report_class_stats(self, lo: str, hi: str) -> list[ClassStat]:
-        return self._tuples(REPORT_CLASS_STATS, (lo, hi), ClassStat._make)
+    def report_class_stats(self, lo: str, hi: str) -> ClassStats:
+        out: ClassStats = {}
+        with self._reading() as conn:
+            cursor = conn.cursor()
+            cursor.row_factory = None
+            for inspection_id, label, failing, best in cursor.execute(REPORT_CLASS_STATS, (lo, hi)):
+                out.setdefault(inspection_id, {})[label] = (int(failing), best)
+        return out
 
     def report_scores(self, lo: str, hi: str) -> list[ShownScore]:
         return self._tuples(REPORT_SCORES, (lo, hi), ShownScore._make)
