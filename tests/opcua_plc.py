@@ -53,6 +53,7 @@ class Plc:
     def __init__(self, client: Client):
         self.client = client
         self.events: list = []
+        self.arrived = asyncio.Event()  # set at each event: waiting costs no polling (the station shares the CPUs)
 
     async def find(self) -> Plc:
         self.mv = await self.client.get_namespace_index(MV_URI)
@@ -69,25 +70,34 @@ class Plc:
     def type_id(self, kind: str) -> ua.NodeId:
         return ua.NodeId(EVENT_TYPES[kind], self.mv)
 
-    async def subscribe(self, node=None) -> None:
-        """Every Machine Vision event, on the Server object (unless `node`); publishing as fast as possible."""
+    async def subscribe(self, kinds=tuple(EVENT_TYPES), node=None) -> None:
+        """Machine Vision events of these kinds (default: all) on the Server object (unless `node`), as one monitored
+        item (so they arrive in the order they were sent), published as fast as the server can."""
         sub = await self.client.create_subscription(0, self)
-        await sub.subscribe_events(node or self.client.nodes.server, [self.client.get_node(self.type_id(k)) for k in EVENT_TYPES])
+        await sub.subscribe_events(node or self.client.nodes.server, [self.client.get_node(self.type_id(k)) for k in kinds])
 
     def event_notification(self, event) -> None:
         self.events.append((time.perf_counter(), event))
+        self.arrived.set()
 
     def of(self, kind: str) -> list:
         return [e for _, e in self.events if e.EventType == self.type_id(kind)]
 
-    async def wait_for(self, predicate, timeout: float = 60.0):
+    async def wait_for(self, predicate, timeout: float = 60.0, since: int = 0):
+        """The first event (from index `since` on) matching `predicate`, waiting for it if need be."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = [e for _, e in self.events if predicate(e)]
-            if found:
-                return found[0]
-            await asyncio.sleep(0.002)
-        raise TimeoutError("no such event")
+        while True:
+            self.arrived.clear()
+            found = next((e for _, e in self.events[since:] if predicate(e)), None)
+            if found is not None:
+                return found
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no such event")
+            try:
+                await asyncio.wait_for(self.arrived.wait(), left)
+            except TimeoutError:
+                pass
 
     async def state(self) -> tuple[str, str | None]:
         top = (await (await self.sm.get_child("0:CurrentState")).read_value()).Text

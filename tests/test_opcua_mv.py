@@ -204,7 +204,9 @@ def test_the_state_machine_walks_and_wrong_state_calls_get_the_spec_status_codes
     async def scenario():
         async with line.session() as client:
             plc = await Plc(client).find()
-            await plc.subscribe()
+            await plc.subscribe()  # on the Server object
+            local = await Plc(client).find()
+            await local.subscribe(node=local.system)  # on the vision system itself
             mv = plc.mv
             await plc.call(plc.sm, "Reset", 0, "")
             assert await plc.state() == ("Preoperational", None)
@@ -285,6 +287,8 @@ def test_the_state_machine_walks_and_wrong_state_calls_get_the_spec_status_codes
                 assert step in changes, step
             halted = next(e for e in plc.of("StateChanged") if e.ToState.Text == "Halted")
             assert halted.Transition.Text == "OperationalToHalted"
+            assert getattr(halted, "Transition/Id") == ua.NodeId(5049, mv)  # the type's transition node
+            assert [e.EventId for e in local.of("StateChanged")] == [e.EventId for e in plc.of("StateChanged")]
 
     asyncio.run(scenario())
 

@@ -310,6 +310,8 @@ class OpcUaVisionServer:
         elif isinstance(event, StateChanged):
             await self._follow_station(event.state, event.detail)
         elif isinstance(event, ContinuousChanged):
+            if event.on and self._mode != CONTINUOUS:
+                self._continuous_job = None  # started at the station, not by the line: its results are no job's
             if not event.on and self._mode == CONTINUOUS:
                 await self._go(OPERATIONAL, READY, "ContinuousExecutionToReadyAuto")
                 await self._ready_event(self._continuous_job)
