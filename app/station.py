@@ -267,8 +267,8 @@ class Station:
             self._model_errors.clear()
         if self.store is not None:
             self.store.min_free_bytes = int(new.min_free_mb * 1e6)
-        if new.source != old.source and new.source:
-            self.open_source(new.source)
+        if new.source and (new.source != old.source or new.cameras != old.cameras):
+            self.open_source(new.source)  # a camera's settings are applied when it is opened
         self._update_state()
 
     def _audit_settings(self, old: StationSettings, new: StationSettings, by: User) -> None:
@@ -533,7 +533,8 @@ class Station:
         if isinstance(spec, str):
             try:
                 source = open_source(spec, loop_video=self.loop_video and not self.lossless,
-                                     max_megapixels=self.settings.max_megapixels, bit_depth=self.settings.bit_depth)
+                                     max_megapixels=self.settings.max_megapixels, bit_depth=self.settings.bit_depth,
+                                     cameras=self.settings.camera_settings)
             except SourceError as exc:
                 raise StationError(f"cannot open {spec}: {exc}") from exc
         else:
@@ -773,7 +774,7 @@ class Station:
             state, detail = State.DISCONNECTED, "no source"
         elif feed.state in (RECONNECTING, NOT_FOUND, FAILED):
             state, detail = State.DISCONNECTED, feed.error or feed.state
-        elif feed.latest() is None and not getattr(feed.source, "software_trigger", False):
+        elif feed.latest() is None and not getattr(feed.source, "waits_for_trigger", False):
             state, detail = State.DISCONNECTED, "waiting for the first frame"  # a trigger now would find no picture
         else:
             state, detail = State.READY, ""

@@ -99,8 +99,9 @@ def wait_frame(station: Station, timeout: float = 20.0):
 
 def test_an_operator_trigger_is_inspected_once_and_logged_with_what_triggered_it(make_station, part_pictures):
     station, rec = make_station(str(part_pictures[0].parent))
-    assert station.state == State.READY and station.recipe.name == "default" and station.recipe.version == 1
     frame = wait_frame(station)
+    assert rec.wait(lambda r: station.state == State.READY)  # "waiting for the first frame" until then
+    assert station.recipe.name == "default" and station.recipe.version == 1
     assert station.trigger(Job("operator", job_id="J-1", part_id="SN-1", operator="ana", frame=frame))
     assert not station.trigger(Job("operator"))  # busy: refused, never queued
     assert rec.wait(lambda r: r.of(InspectionDone))

@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {station.detail or 'cannot inspect'}", file=sys.stderr)
             return 2
         try:
-            source = open_source(args.source, max_megapixels=settings.max_megapixels, bit_depth=settings.bit_depth)
+            source = open_source(args.source, max_megapixels=settings.max_megapixels, bit_depth=settings.bit_depth,
+                                 cameras=settings.camera_settings)
         except SourceError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -697,7 +697,13 @@ class StationWindow(QMainWindow):
             else:
                 self.source_label.setText(f"{feed.source.name} ({state})")
         fps = feed.fps() if pictures is None else 0.0  # a folder has no frame rate
-        self.fps_label.setText(f"camera {fps:.1f} fps" if fps else "")
+        health = getattr(feed.source, "health", None)
+        if health is not None:  # an industrial camera: frames, incomplete/lost ones, resent packets
+            from app.sources_genicam import health_text
+
+            self.fps_label.setText((f"{fps:.1f} fps · " if fps else "") + health_text(health()))
+        else:
+            self.fps_label.setText(f"camera {fps:.1f} fps" if fps else "")
         outputs = self.station.outputs.status() if self.station.outputs is not None else []
         self.outputs_label.setText(" ".join(
             f"⇢ {o.name}: {o.backlog_rows} waiting" + (f", oldest {o.oldest_age_s:.0f} s" if o.oldest_age_s else "")
@@ -716,11 +722,14 @@ class StationWindow(QMainWindow):
             return
         if not self._allowed("inspect", "inspect"):
             return
-        frame = self._shown if not self._holding_result else None
-        frame = frame or (self.feed.latest() if self.feed is not None else None)
-        if frame is None:
-            self.statusBar().showMessage("No picture to inspect yet: open a camera, video or pictures (File menu).", 8000)
-            return
+        triggered = self.feed is not None and getattr(self.feed.source, "software_trigger", False)
+        frame = None
+        if not triggered:  # the frame on screen; a camera in software-trigger mode takes a new one for the part
+            frame = self._shown if not self._holding_result else None
+            frame = frame or (self.feed.latest() if self.feed is not None else None)
+            if frame is None:
+                self.statusBar().showMessage("No picture to inspect yet: open a camera, video or pictures (File menu).", 8000)
+                return
         self._click_time = time.perf_counter()
         job = Job("operator", part_id=self.part_edit.text().strip(), operator=self._operator(), frame=frame)
         self._trigger_context = self._context
