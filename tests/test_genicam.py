@@ -19,12 +19,12 @@ import cv2
 import numpy as np
 import pytest
 from conftest import REPO, run_app
-from fake_genicam import DEVICE_ID, FakeCamera, require_fake_camera
 
 from app.settings import CameraSettings, StationSettings, from_dict, load_settings, save_settings
 from app.sources import LIVE, RECONNECTING, LiveFeed, SourceError, open_source
 from app.station import InspectionDone, InspectionFailed, Job, State, Station
 from app.verdict import ClassRule, VerdictRule
+from fake_genicam import DEVICE_ID, FakeCamera, require_fake_camera
 
 FULL = (0, 0, 512, 512)  # the fake camera's default region (its sensor is 2048x2048)
 
