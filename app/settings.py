@@ -90,6 +90,13 @@ class StationSettings:
     operator_may_select_recipe: bool = False
     # Result outputs: mqtt://HOST:PORT/PREFIX, http(s)://... (each result delivered at least once).
     sinks: tuple[str, ...] = ()
+    # The station as a device of the line: Modbus TCP server "HOST:PORT" ("" off) and its unit id,
+    # OPC UA Machine Vision server "opc.tcp://HOST:PORT" ("" off), and whether it also offers an
+    # unsecured anonymous endpoint (lab tests only).
+    modbus: str = ""
+    modbus_unit_id: int = 1
+    opcua: str = ""
+    opcua_allow_anonymous: bool = False
     # Sign the user out after this many minutes without key or mouse input (0: never).
     idle_lock_minutes: float = 0.0
     # Shortest PIN a user may be given (digits or characters).
@@ -137,6 +144,10 @@ class StationSettings:
             "recipe": self.recipe,
             "operator_may_select_recipe": self.operator_may_select_recipe,
             "sinks": list(self.sinks),
+            "modbus": self.modbus,
+            "modbus_unit_id": self.modbus_unit_id,
+            "opcua": self.opcua,
+            "opcua_allow_anonymous": self.opcua_allow_anonymous,
             "idle_lock_minutes": self.idle_lock_minutes,
             "min_pin_length": self.min_pin_length,
             "rule": self.rule.to_dict(),
@@ -360,6 +371,12 @@ def _bool(v: Any) -> bool:
     return v
 
 
+def _unit_id(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 247:
+        raise ValueError(f"must be a Modbus unit id 0..247 (0: answer every id), got {v!r}")
+    return v
+
+
 def _sinks(v: Any) -> tuple[str, ...]:
     if not isinstance(v, list) or not all(isinstance(u, str) and u.strip() for u in v):
         raise ValueError("must be a list of output URLs (mqtt://HOST:PORT/PREFIX, http(s)://...)")
@@ -401,6 +418,10 @@ _PARSERS = {
     "recipe": _text,
     "operator_may_select_recipe": _bool,
     "sinks": _sinks,
+    "modbus": _text,
+    "modbus_unit_id": _unit_id,
+    "opcua": _text,
+    "opcua_allow_anonymous": _bool,
     "idle_lock_minutes": _non_negative,
     "min_pin_length": _pin_length,
     "rule": _rule,

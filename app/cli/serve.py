@@ -1,6 +1,7 @@
 """`python -m app serve`: the station as a service on a line PC, without a window and without Qt.
 
     python -m app serve [--config F] [--source S] [--recipe NAME] [--db FILE] [--sink URL]... [--trigger manual|continuous]
+                        [--modbus HOST:PORT] [--opcua opc.tcp://HOST:PORT [--opcua-allow-anonymous]]
 
 The same `Station` as the window. `--trigger manual` (default) waits for
 triggers from the line (OPC UA, Modbus); `--trigger continuous` inspects every
@@ -23,6 +24,7 @@ import sys
 import threading
 from pathlib import Path
 
+from app.line import LineDevices
 from app.settings import load_settings_for_command
 
 log = logging.getLogger("serve")
@@ -38,6 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model file for every recipe (this run only)")
     p.add_argument("--sink", action="append", default=[], metavar="URL",
                    help="result output besides the settings': mqtt://HOST:PORT/PREFIX or http(s)://... (repeatable)")
+    p.add_argument("--modbus", metavar="HOST:PORT", help="serve the line as a Modbus TCP device, e.g. 0.0.0.0:5020 "
+                   "(default: the settings'; docs/modbus.md has the register map)")
+    p.add_argument("--opcua", metavar="URL", help="serve the line as an OPC UA Machine Vision server, e.g. "
+                   "opc.tcp://0.0.0.0:4840 (default: the settings'; docs/opcua.md)")
+    p.add_argument("--opcua-allow-anonymous", action="store_true", default=None,
+                   help="also an unsecured, anonymous OPC UA endpoint (lab tests only)")
     p.add_argument("--trigger", choices=("manual", "continuous"), default="manual",
                    help="manual: wait for the line's triggers; continuous: inspect every frame (default: %(default)s)")
     p.add_argument("--drain-timeout", type=float, default=60.0, metavar="S",
@@ -90,6 +98,18 @@ def run(args: argparse.Namespace) -> int:
         station.stop(drain=False, timeout=1.0)
         return 2
 
+    line = LineDevices(station, modbus=args.modbus if args.modbus is not None else settings.modbus,
+                       modbus_unit_id=settings.modbus_unit_id, opcua=args.opcua if args.opcua is not None else settings.opcua,
+                       opcua_allow_anonymous=bool(args.opcua_allow_anonymous or settings.opcua_allow_anonymous))
+    try:
+        line.start()
+    except (ValueError, OSError) as exc:
+        log.error("%s", exc)
+        station.stop(drain=False, timeout=1.0)
+        return 2
+    for warning in line.warnings:
+        log.warning("%s", warning)
+
     def on_signal(signum, _frame) -> None:
         log.info("%s: finishing the inspection in flight, then delivering the outputs", signal.Signals(signum).name)
         stop.set()
@@ -105,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         if continuous and ended.is_set():
             break
     station.set_continuous(False, "stopping")
+    line.stop()  # the line hears "stopped" and sends no more triggers; the one in flight finishes
     drained = station.stop(drain=True, timeout=args.drain_timeout)
     log.info("stopped" + ("" if drained else " with results still waiting for an output"))
     return 0 if drained else 3

@@ -95,6 +95,16 @@ class SettingsDialog(QDialog):
         self.pin_length_spin.setValue(settings.min_pin_length)
         self.operator_recipe_check = QCheckBox("operators may pick the recipe")
         self.operator_recipe_check.setChecked(settings.operator_may_select_recipe)
+        self.modbus_edit = QLineEdit(settings.modbus)
+        self.modbus_edit.setPlaceholderText("off; e.g. 0.0.0.0:5020 (docs/modbus.md)")
+        self.modbus_unit_spin = QSpinBox()
+        self.modbus_unit_spin.setRange(0, 247)
+        self.modbus_unit_spin.setValue(settings.modbus_unit_id)
+        self.modbus_unit_spin.setSpecialValueText("any")
+        self.opcua_edit = QLineEdit(settings.opcua)
+        self.opcua_edit.setPlaceholderText("off; e.g. opc.tcp://0.0.0.0:4840 (docs/opcua.md)")
+        self.opcua_anonymous_check = QCheckBox("also anonymous, unencrypted (lab tests only)")
+        self.opcua_anonymous_check.setChecked(settings.opcua_allow_anonymous)
         self.sinks_edit = QPlainTextEdit("\n".join(settings.sinks))
         self.sinks_edit.setPlaceholderText("one per line: mqtt://broker:1883/plant, https://mes.example/results")
         self.sinks_edit.setFixedHeight(60)
@@ -125,6 +135,19 @@ class SettingsDialog(QDialog):
         form.addRow("Data folder", self._with_browse(self.data_edit, self._browse_data))
         form.addRow("Recipes", self.operator_recipe_check)
         form.addRow("Result outputs", self.sinks_edit)
+        modbus_row = QWidget()
+        mr = QHBoxLayout(modbus_row)
+        mr.setContentsMargins(0, 0, 0, 0)
+        mr.addWidget(self.modbus_edit, 1)
+        mr.addWidget(QLabel("unit"))
+        mr.addWidget(self.modbus_unit_spin)
+        form.addRow("Modbus TCP (PLC)", modbus_row)
+        opcua_row = QWidget()
+        orow = QHBoxLayout(opcua_row)
+        orow.setContentsMargins(0, 0, 0, 0)
+        orow.addWidget(self.opcua_edit, 1)
+        orow.addWidget(self.opcua_anonymous_check)
+        form.addRow("OPC UA (PLC)", opcua_row)
         form.addRow("Sign out after idle", self.idle_spin)
         form.addRow("Shortest PIN", self.pin_length_spin)
 
@@ -290,6 +313,10 @@ class SettingsDialog(QDialog):
         self._cameras[self._camera_key] = self._camera_fields()
         cameras = tuple((k, c) for k, c in self._cameras.items() if c != CameraSettings() or k in dict(self._settings.cameras))
         sinks = tuple(line.strip() for line in self.sinks_edit.toPlainText().splitlines() if line.strip())
+        if self.modbus_edit.text().strip():
+            from app.line.modbus import parse_address
+
+            parse_address(self.modbus_edit.text())  # ValueError names a bad address now
         for url in sinks:
             from app.outputs import open_output
 
@@ -307,6 +334,10 @@ class SettingsDialog(QDialog):
             min_pin_length=self.pin_length_spin.value(),
             operator_may_select_recipe=self.operator_recipe_check.isChecked(),
             sinks=sinks,
+            modbus=self.modbus_edit.text().strip(),
+            modbus_unit_id=self.modbus_unit_spin.value(),
+            opcua=self.opcua_edit.text().strip(),
+            opcua_allow_anonymous=self.opcua_anonymous_check.isChecked(),
             bit_depth=self.bit_depth_combo.currentData(),
             max_megapixels=self.megapixels_spin.value(),
             cameras=cameras,

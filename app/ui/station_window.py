@@ -158,6 +158,8 @@ class StationWindow(QMainWindow):
         self.setWindowTitle(f"Inspection station — {self.settings.station_name}")
         self._show_model_and_recipe()
         self._open_configured_source()
+        self.line = None
+        self._start_line()
         self._apply_user(user)
         if self.settings.continuous:
             self.continuous_check.setChecked(True)
@@ -427,6 +429,20 @@ class StationWindow(QMainWindow):
             box.setModal(False)
             box.show()
             self._problem_box = box  # kept so tests and screenshots can close it
+
+    def _start_line(self) -> None:
+        """The line devices the settings ask for (Modbus TCP, OPC UA); a problem is shown, the window runs on."""
+        from app.line import LineDevices
+
+        if self.line is not None:
+            self.line.stop()
+        s = self.settings
+        self.line = LineDevices(self.station, s.modbus, s.modbus_unit_id, s.opcua, s.opcua_allow_anonymous)
+        try:
+            self.line.start()
+        except (ValueError, OSError) as exc:
+            self._problems.append(f"Line connection not started: {exc}")
+        self._problems += self.line.warnings
 
     # -- users: who is signed in, and what they may do right now ---------------------
 
@@ -999,10 +1015,14 @@ class StationWindow(QMainWindow):
     def apply_settings(self, new: StationSettings) -> None:
         if not self._allowed("settings", "change settings"):
             return
+        old = self.settings
         try:
             self.station.apply_settings(new, self.user)
         except (StationError, PermissionDenied) as exc:
             self._problems.append(f"Settings not applied: {exc}")
+        line_keys = ("modbus", "modbus_unit_id", "opcua", "opcua_allow_anonymous")
+        if any(getattr(old, k) != getattr(self.settings, k) for k in line_keys):
+            self._start_line()
         self._problems += self.station.problems
         self.station.problems.clear()
         self.setWindowTitle(f"Inspection station — {self.settings.station_name}")
@@ -1081,6 +1101,8 @@ class StationWindow(QMainWindow):
             self._login.finished.disconnect(self._on_login_finished)
             self._login.reject()
             self._login = None
+        if self.line is not None:
+            self.line.stop()  # the line hears the station go before it stops
         self._unsubscribe()
         try:
             self.station.save_settings(self.user if self.user is not None and self.user is not SETUP_USER else None)
