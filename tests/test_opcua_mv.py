@@ -308,11 +308,14 @@ def test_a_camera_that_dies_drives_error_with_an_error_event_and_reset_recovers(
         async with line.session() as client:
             plc = await Plc(client).find()
             await plc.subscribe()
+            # dies after 500 frames (~5 s), then 40 reconnects fail (~8 s); the line starts once it delivers
+            camera = FlakyCamera(frames=500, failed_opens=40)
+            await asyncio.to_thread(line.station.open_source, camera)
+            assert await asyncio.to_thread(wait_until, lambda: line.station.state == State.READY, 20)
             await plc.call(plc.sm, "Reset", 0, "")
             await plc.call(plc.sm, "SelectModeAutomatic")
             await plc.call(plc.recipes, "PrepareRecipe", ua.RecipeIdExternalDataType(Id="LINE-7"), None)
-            camera = FlakyCamera(frames=5, failed_opens=40)  # dies after 5 frames, then 40 reconnects fail (~8 s)
-            await asyncio.to_thread(line.station.open_source, camera)
+            assert camera.opens == 1 and await plc.state() == ("Operational", "Ready")
             error = await plc.wait_for(lambda e: e.EventType == plc.type_id("Error"), timeout=30)
             assert "flaky camera" in error.Message.Text and error.Severity >= 601
             assert error.FromState.Text == "Operational" and error.ToState.Text == "Error"

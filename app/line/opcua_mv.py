@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
@@ -188,6 +189,7 @@ class OpcUaVisionServer:
         """Build the address space and listen; returns when clients can connect. Raises OpcUaError if it cannot."""
         if self._thread is not None:
             raise OpcUaError("the OPC UA server is started already")
+        self._check_port()
         self._thread = threading.Thread(target=self._run, name="opcua server", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
@@ -197,6 +199,17 @@ class OpcUaVisionServer:
             self._thread = None
             raise OpcUaError(f"OPC UA server not started on {self.endpoint}: {self._failure}") from self._failure
         return self
+
+    def _check_port(self) -> None:
+        """Say at once when the port is taken, before seconds of building the address space."""
+        url = urlparse(self.endpoint)
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(url.hostname, url.port, type=socket.SOCK_STREAM)[0]
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server does
+                probe.bind(address)
+        except OSError as exc:
+            raise OpcUaError(f"OPC UA server not started on {self.endpoint}: {exc}") from exc
 
     def stop(self, timeout: float = 10.0) -> None:
         """Close every session and stop listening (the station goes on)."""
