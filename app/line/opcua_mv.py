@@ -147,6 +147,7 @@ class OpcUaVisionServer:
         self._prepared: Recipe | None = None
         self._job: JobInfo | None = None  # the single job in SingleExecution
         self._continuous_job: JobInfo | None = None  # the last continuous run (its late results carry its JobId)
+        self._system_state_shown: tuple[int, str] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -427,6 +428,9 @@ class OpcUaVisionServer:
 
     async def _publish_system_state(self) -> None:
         code, text = self.system_state()
+        if (code, text) == self._system_state_shown:
+            return  # most station events change nothing here: no write, no data change for subscribers
+        self._system_state_shown = (code, text)
         value = ua.SystemStateDescriptionDataType(State=ua.SystemStateDataType(code), StateDescription=text)
         await self.server.write_attribute_value(self.nodes.child("SystemState"), _value(value, ua.VariantType.ExtensionObject))
 
