@@ -207,8 +207,8 @@ def test_continuous_mode_steps_through_a_picture_folder_and_stops_at_its_end(qtb
     assert window.fps_label.text() == ""  # a folder has no camera frame rate
     window.continuous_check.setChecked(True)
     qtbot.waitUntil(lambda: not window.continuous_check.isChecked(), timeout=4 * WAIT_MS)
-    rows = window.store.query("SELECT source FROM inspections ORDER BY id")
-    assert [r["source"] for r in rows] == [p.name for p in part_pictures]  # each picture once, in order
+    sources = [window.store.get(i)["source"] for i in range(1, window.store.count() + 1)]
+    assert sources == [p.name for p in part_pictures]  # each picture once, in order
     assert "every picture of the folder is inspected" in window.statusBar().currentMessage()
 
 
@@ -317,8 +317,8 @@ def test_settings_edited_by_hand_are_reported_and_audited(qtbot, make_window, pa
     window = make_window(str(part_pictures[0].parent))
     text = window._problem_box.text()
     assert "changed outside the station" in text and "threshold: null → 1.0" in text
-    rows = window.store.query("SELECT * FROM audit WHERE action = 'settings.changed_outside'")
-    assert len(rows) == 1 and json.loads(rows[0]["new_value"]) == {"threshold": 1.0}
+    rows = window.store.audit_records(action="settings.changed_outside")
+    assert len(rows) == 1 and json.loads(rows[0].new_value) == {"threshold": 1.0}
     window.close()
     window = make_window(str(part_pictures[0].parent))  # reported once, not at every start
     assert not hasattr(window, "_problem_box")

@@ -113,7 +113,7 @@ def test_draw_region_with_the_mouse_is_saved_and_used(qtbot, make_window, part_p
     assert window.recipe.version == 2
     assert roi is not None and abs(roi.x - 40) <= 2 and abs(roi.y - 30) <= 2 and abs(roi.w - 240) <= 3
     assert window.station.recipes.get("default").regions[0].roi == roi
-    assert window.store.query("SELECT COUNT(*) FROM audit WHERE action = 'recipe.save'")[0][0] == 2
+    assert len(window.store.audit_records(action="recipe.save")) == 2
     result = inspect_and_wait(qtbot, window)
     assert result.roi == roi
     assert window.store.get(result.inspection_id)["roi_w"] == roi.w

@@ -608,10 +608,6 @@ class InspectionStore(_Reads):
                     raise StoreError(f"could not write to the inspection log {self.db_path}: {exc}") from exc
                 raise
 
-    def query(self, sql: str, params: tuple | list = ()) -> list[sqlite3.Row]:
-        """Raw SQL, read-only; kept until the last tests outside the store read through the methods."""
-        return self._rows(sql, params)
-
     # -- writing -------------------------------------------------------------
 
     def record(self, rec: InspectionRecord, frame: np.ndarray | None = None,

@@ -1085,7 +1085,7 @@ class StationWindow(QMainWindow):
             if self.reports is None:
                 from app.ui.trends import ReportsWidget
 
-                self.reports = ReportsWidget(self.store.db_path, class_colours=colours, shifts=self.settings.shifts)
+                self.reports = ReportsWidget(self.store, class_colours=colours, shifts=self.settings.shifts)
                 self.reports.user = self.user
                 tab.layout().addWidget(self.reports)
 
