@@ -261,6 +261,12 @@ def test_the_state_machine_walks_and_wrong_state_calls_get_the_spec_status_codes
             await plc.call(plc.auto, "Stop", 0, "enough")
             assert await plc.state() == ("Operational", "Ready") and not line.station.continuous
             await plc.wait_for(lambda e: e.EventType == plc.type_id("Ready") and e.JobId.Id == job)
+            job = (await plc.call(plc.auto, "StartContinuous", None, None, None, None, NO_PARAMETERS))[0].Id
+            await plc.call(plc.auto, "Abort", 0, "jam")
+            assert await plc.state() == ("Operational", "Ready") and not line.station.continuous
+            aborted = await plc.wait_for(lambda e: e.EventType == plc.type_id("StateChanged")
+                                         and e.Transition.Text == "ContinuousExecutionToReadyAbort")
+            assert getattr(aborted, "Transition/Id") == ua.NodeId(5072, mv)
 
             await plc.call(plc.recipes, "UnprepareRecipe", *recipe)
             assert await plc.state() == ("Operational", "Initialized")
