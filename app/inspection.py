@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 
@@ -53,6 +54,7 @@ class InspectionResult:
     job_id: str = ""
     inspection_id: int | None = None  # None: not logged (see warnings/error)
     uid: str = ""
+    created_at: datetime | None = None  # the logged time (None: not logged)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None  # the log could not be written
 
@@ -169,5 +171,5 @@ class Inspector:
         except StoreError as exc:
             result.error = str(exc)
             return
-        result.inspection_id = stored.id
+        result.inspection_id, result.created_at = stored.id, rec.created_at
         result.warnings.extend(stored.warnings[len(rec.notes):])  # the store's own (pictures not saved)

@@ -54,6 +54,9 @@ class LogReader(Protocol):
     def inspection(self, inspection_id: int) -> InspectionRow | None:
         """One inspection with its detections (best first) and regions."""
 
+    def inspection_id_by_uid(self, uid: str) -> int | None:
+        """The id of the inspection with this uid (results are known to the line and outputs by uid)."""
+
     def detection(self, inspection_id: int, detection_id: int) -> DetectionRow | None:
         """A detection of that inspection (None if it has no such detection)."""
 

@@ -358,6 +358,10 @@ class _Reads:
         row = self.get(inspection_id)
         return None if row is None else InspectionRow.from_mapping(row)
 
+    def inspection_id_by_uid(self, uid: str) -> int | None:
+        rows = self._rows("SELECT id FROM inspections WHERE uid = ?", (str(uid),))
+        return int(rows[0][0]) if rows else None
+
     def detection(self, inspection_id: int, detection_id: int) -> DetectionRow | None:
         rows = self._rows(f"SELECT {_DETECTION_COLUMNS} FROM detections WHERE id = ? AND inspection_id = ?",
                           (detection_id, inspection_id))
