@@ -24,14 +24,14 @@ from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.ua.uaerrors import UaStatusCodeError
 from conftest import REPO, FlakyCamera
-from opcua_plc import NO_PARAMETERS, Plc, connect
+from opcua_plc import NO_PARAMETERS, Plc, connect, result_json
 
 from app.line.opcua.nodeset import completed_nodeset, nodeset_path
 from app.line.opcua_mv import OpcUaError, OpcUaVisionServer
 from app.recipes import Recipe
 from app.settings import StationSettings
 from app.sources import FrameSource
-from app.station import State, Station
+from app.station import Job, State, Station
 from app.users import SETUP_USER
 from app.verdict import ClassRule, VerdictRule
 from synthetic import camera_frame
@@ -435,11 +435,20 @@ def test_a_port_in_use_is_said_at_start(line):
             OpcUaVisionServer(line.station, f"opc.tcp://127.0.0.1:{port}").start()
 
 
-def test_results_from_before_the_server_started_are_not_found_yet(line):
-    """GetResultById finds results logged since this server started (the store has no lookup by uid yet)."""
+def test_any_logged_result_is_found_by_its_id_and_an_unknown_one_is_not(line):
+    """GetResultById reads the inspection log by uid: also results this server never announced."""
+    frame = line.station.feed.latest()
+    assert frame is not None
+    logged = line.station.inspect_frame(frame, Job("line", job_id="offline-1"))  # not through the server
+    assert logged.inspection_id is not None
+
     async def scenario():
         async with line.session() as client:
+            await client.load_data_type_definitions()
             plc = await Plc(client).find()
-            return await refused(plc.call(plc.results, "GetResultById", ua.ResultIdDataType(Id="f" * 32), 0))
+            found = await plc.call(plc.results, "GetResultById", ua.ResultIdDataType(Id=logged.uid), 0)
+            missing = await refused(plc.call(plc.results, "GetResultById", ua.ResultIdDataType(Id="f" * 32), 0))
+            return result_json(found[1]), missing
 
-    assert asyncio.run(scenario()) == "BadNotFound"
+    found, missing = asyncio.run(scenario())
+    assert found["uid"] == logged.uid and missing == "BadNotFound"

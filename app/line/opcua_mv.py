@@ -751,11 +751,12 @@ class OpcUaVisionServer:
 
     async def _facts_by_uid(self, result_id) -> Facts:
         uid = _id(result_id, "ResultId", 0)
-        inspection_id = self.memory.inspection_id(uid)
         store = self.station.store
+        inspection_id = self.memory.inspection_id(uid)
+        if inspection_id is None and store is not None:  # any result in the log, not only this server's
+            inspection_id = await asyncio.to_thread(store.inspection_id_by_uid, uid)
         if inspection_id is None or store is None:
-            raise Refused(ua.StatusCodes.BadNotFound, f"no result {uid!r} in this server's result store "
-                          "(results logged since it started)", 0)
+            raise Refused(ua.StatusCodes.BadNotFound, f"no result {uid!r} in the inspection log", 0)
         row = await asyncio.to_thread(store.get, inspection_id)
         if row is None or row["uid"] != uid:
             raise Refused(ua.StatusCodes.BadNotFound, f"result {uid!r} is not in the inspection log", 0)
