@@ -8,8 +8,10 @@ cd "$(dirname "$0")/.."
 # Debian libraries Qt 6's X11 plugin needs beyond a base image, and Xvfb for
 # the test that opens the real window. Installed when we may (root + apt).
 QT_DEBS=(libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxkbcommon-x11-0 xvfb xauth)
-# The MQTT broker the result-output tests start on a loopback port (not run as a service by them).
-TEST_DEBS=(mosquitto)
+# The MQTT broker the result-output tests start on a loopback port (not run as a service by them), and
+# Debian's PostgreSQL server for the plant-database tests (tests/pg_server.py runs initdb and pg_ctl as the
+# `postgres` user in a temporary folder on a free loopback port; the packaged cluster is not used).
+TEST_DEBS=(mosquitto postgresql)
 # GenICam cameras (the `genicam` extra): Aravis' typelib, its tools (the fake GigE Vision camera the tests
 # start), and what PyGObject compiles against.
 GENICAM_DEBS=(gir1.2-aravis-0.8 aravis-tools libgirepository1.0-dev libcairo2-dev pkg-config)

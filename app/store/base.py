@@ -38,6 +38,9 @@ from app.store.rows import (
     InspectionRecord,
     InspectionRow,
     QaReview,
+    ReplicationBatch,
+    ReportDefects,
+    ReportGroup,
     ReportInspection,
     ReportListRow,
     ReviewBoxRow,
@@ -188,18 +191,20 @@ class InspectionLog(LogReader, Protocol):
 
     # -- supervisor reports: rows of inspections created in [lo, hi) (log time text) ---------------------
 
-    def report_inspections(self, lo: str, hi: str) -> list[ReportInspection]:
+    # `station`: only that station's inspections (a plant log holds many stations; None: all).
+
+    def report_inspections(self, lo: str, hi: str, station: str | None = None) -> list[ReportInspection]:
         """Oldest first."""
 
-    def report_list(self, lo: str, hi: str) -> list[ReportListRow]:
+    def report_list(self, lo: str, hi: str, station: str | None = None) -> list[ReportListRow]:
         """Oldest first."""
 
-    def report_class_stats(self, lo: str, hi: str) -> ClassStats: ...
+    def report_class_stats(self, lo: str, hi: str, station: str | None = None) -> ClassStats: ...
 
-    def report_scores(self, lo: str, hi: str) -> list[ShownScore]:
+    def report_scores(self, lo: str, hi: str, station: str | None = None) -> list[ShownScore]:
         """Scores of the shown detections."""
 
-    def report_reviews(self, lo: str, hi: str) -> list[QaReview]:
+    def report_reviews(self, lo: str, hi: str, station: str | None = None) -> list[QaReview]:
         """QA's current word on the reviewed ones (none in a log from before QA review)."""
 
     # -- result outputs: the log itself is the outbox ------------------------------------------
@@ -213,3 +218,30 @@ class InspectionLog(LogReader, Protocol):
     def mark_delivered(self, sink: str, delivered_id: int) -> None: ...
 
     def output_backlog(self, sink: str) -> tuple[int, str | None]: ...
+
+
+class GroupedReports(Protocol):
+    """A log that counts report days itself (the plant database: a month of 50 stations is millions of rows).
+
+    `app.reports` uses it when the log has it and the report's time zone has a name the database knows;
+    the answer equals what app.reports counts from the report_* rows.
+    """
+
+    def report_groups(self, lo: str, hi: str, zone: str, shifts: tuple[tuple[str, int], ...],
+                      station: str | None = None) -> tuple[list[ReportGroup], list[ReportDefects]]:
+        """Per (report day, station, shift) of the inspections created in [lo, hi): the counts, and the failing
+        defects per class. `zone`: an IANA name or a fixed offset "+05:45"; `shifts`: (name, start minute)
+        sorted by start, empty for calendar days."""
+
+
+class ReplicationSource(Protocol):
+    """A station's log as the plant replicator reads it (the SQLite log; the plant database has no upstream)."""
+
+    def replication_batch(self, after: dict[str, int], limit: int) -> ReplicationBatch:
+        """The rows after each table's cursor (at most `limit` per table), from one consistent snapshot."""
+
+    def replication_cursors(self, prefix: str) -> dict[str, int]:
+        """Each replicated table's cursor under `prefix` (0 where none was saved)."""
+
+    def advance_cursors(self, prefix: str, cursors: dict[str, int]) -> None:
+        """Move the cursors forward (never back), all in one transaction."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -194,6 +194,7 @@ class GalleryFilter:
     reviewed: bool | None = None
     min_score: float | None = None  # has a shown detection scoring at least this
     max_score: float | None = None  # ... and at most this
+    station: str | None = None  # logged by this station (the plant log holds many)
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +320,31 @@ class ShownScore(NamedTuple):
     score: float
 
 
+class ReportGroup(NamedTuple):
+    """The counts of one (report day, station, shift), as a log that groups them itself gives them."""
+
+    day: date
+    station: str
+    shift: str  # "" without shifts
+    inspected: int
+    passed: int
+    failed: int
+    qa_reviewed: int
+    qa_passed: int
+    qa_failed: int
+    overridden: int  # QA's current verdict differs from the station's
+
+
+class ReportDefects(NamedTuple):
+    """Failing detections of one class in one (report day, station, shift)."""
+
+    day: date
+    station: str
+    shift: str
+    label: str
+    failing: int
+
+
 class QaReview(NamedTuple):
     """QA's current word on an inspection, with the reason of the record that made it."""
 
@@ -327,3 +353,36 @@ class QaReview(NamedTuple):
     reviewer: str
     reviewed_at: str
     reason: str | None
+
+
+# -- replication to the plant database ---------------------------------------------------------
+
+REPLICATED_TABLES = ("audit", "inspections", "reviews", "review_boxes", "recipes")
+
+
+@dataclass
+class ReplicationBatch:
+    """What a station ships to the plant in one transaction: per table, the rows after its cursor, in id order.
+
+    Rows are dicts exactly as the station stored and hashed them: audit records with app.audit.FIELDS and
+    "hash"; inspections with INSPECTION_FIELDS_V2, "hash", and their "detections" and "regions" (each with
+    its id). A review, box correction or recipe version comes only once its audit record and inspection are
+    in this batch or an earlier one, so the plant never holds one without the other. `users`: every user of
+    the station, given only when the batch carries every audit record logged so far (a user's role at the
+    plant then matches the audit trail that changed it); None otherwise.
+    """
+
+    audit: list[dict[str, Any]] = field(default_factory=list)
+    inspections: list[dict[str, Any]] = field(default_factory=list)
+    reviews: list[dict[str, Any]] = field(default_factory=list)
+    review_boxes: list[dict[str, Any]] = field(default_factory=list)
+    recipes: list[dict[str, Any]] = field(default_factory=list)
+    users: list[UserRow] | None = None
+
+    def rows(self) -> int:
+        """Rows of the history tables in the batch (users not counted: they are a snapshot)."""
+        return sum(len(getattr(self, t)) for t in REPLICATED_TABLES)
+
+    def last_ids(self) -> dict[str, int]:
+        """Per table with rows in the batch, the id of its last row: where its cursor moves once the plant committed."""
+        return {t: getattr(self, t)[-1]["id"] for t in REPLICATED_TABLES if getattr(self, t)}

@@ -39,9 +39,19 @@ from typing import Any
 import cv2
 import numpy as np
 
-from app.audit import FIELDS, GENESIS, HASH_VERSION, INSPECTION_FIELDS_V2, REGION_FIELDS, inspection_hash, record_hash
+from app.audit import (
+    DETECTION_FIELDS_V2,
+    FIELDS,
+    GENESIS,
+    HASH_VERSION,
+    INSPECTION_FIELDS_V2,
+    REGION_FIELDS,
+    inspection_hash,
+    record_hash,
+)
 from app.store.rows import (
     GALLERY_SORTS,
+    REPLICATED_TABLES,
     AuditRecord,
     ClassStats,
     DetectionRow,
@@ -50,6 +60,7 @@ from app.store.rows import (
     InspectionRecord,
     InspectionRow,
     QaReview,
+    ReplicationBatch,
     ReportInspection,
     ReportListRow,
     ReviewBoxRow,
@@ -275,6 +286,9 @@ def _gallery_where(flt: GalleryFilter) -> tuple[str, list[Any]]:
     if flt.operator:
         clauses.append("i.operator = ?")
         params.append(flt.operator)
+    if flt.station:
+        clauses.append("i.station = ?")
+        params.append(flt.station)
     if flt.part_id:
         clauses.append("i.part_id LIKE ? ESCAPE '\\'")
         params.append("%" + flt.part_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
@@ -320,6 +334,13 @@ REPORT_SCORES = ("SELECT d.label, d.score FROM inspections i JOIN detections d O
 REPORT_REVIEWS = ("SELECT r.inspection_id, r.qa_verdict, r.reviewer, r.reviewed_at, a.reason FROM inspections i"
                   " JOIN {reviews} r ON r.inspection_id = i.id LEFT JOIN audit a ON a.id = r.audit_id"
                   " WHERE i.created_at >= ? AND i.created_at < ?")
+
+
+def _for_station(sql: str, lo: str, hi: str, station: str | None) -> tuple[str, tuple]:
+    """A report query and its parameters, narrowed to one station's inspections when `station` is given."""
+    if station is None:
+        return sql, (lo, hi)
+    return sql.replace("created_at < ?", "created_at < ? AND station = ?", 1), (lo, hi, station)
 
 
 def _reviews_source(schema_version: int) -> str | None:
@@ -419,6 +440,33 @@ class _Reads:
         rows = self._rows("SELECT r.* FROM recipes r WHERE r.version = (SELECT MAX(version) FROM recipes r2 WHERE r2.name = r.name)"
                           " AND r.deleted = 0 ORDER BY r.name")
         return [dict(r) for r in rows]
+
+
+_REPLICATED_COLUMNS = {
+    "reviews": ("id", "inspection_id", "qa_verdict", "reviewer", "reviewed_at", "audit_id"),
+    "review_boxes": ("id", "inspection_id", "detection_id", "kind", "label", "x1", "y1", "x2", "y2", "audit_id"),
+    "recipes": ("id", "name", "version", "external_id", "definition", "deleted", "created_at", "created_by", "audit_id"),
+}
+
+
+def _chain_range(conn: sqlite3.Connection, after_id: int, limit: int) -> list[dict[str, Any]]:
+    """Inspections with id > `after_id` (at most `limit`), as hashed: with their detections and regions, ids included."""
+    names = (*INSPECTION_FIELDS_V2, "hash")
+    rows = [dict(zip(names, r)) for r in conn.execute(
+        f"SELECT {', '.join(names)} FROM inspections WHERE id > ? ORDER BY id LIMIT ?", (int(after_id), int(limit)))]
+    if not rows:
+        return rows
+    by_id = {r["id"]: r for r in rows}
+    for r in rows:
+        r["detections"], r["regions"] = [], []
+    span = (rows[0]["id"], rows[-1]["id"])
+    for d in conn.execute(f"SELECT inspection_id, {', '.join(DETECTION_FIELDS_V2)} FROM detections"
+                          " WHERE inspection_id BETWEEN ? AND ? ORDER BY inspection_id, id", span):
+        by_id[d[0]]["detections"].append(dict(zip(DETECTION_FIELDS_V2, d[1:])))
+    for g in conn.execute(f"SELECT inspection_id, {', '.join(REGION_FIELDS)} FROM inspection_regions"
+                          " WHERE inspection_id BETWEEN ? AND ? ORDER BY inspection_id, id", span):
+        by_id[g[0]]["regions"].append(dict(zip(REGION_FIELDS, g[1:])))
+    return rows
 
 
 def _detection(r: sqlite3.Row) -> DetectionRow:
@@ -839,28 +887,30 @@ class InspectionStore(_Reads):
 
     # -- reports ---------------------------------------------------------------------------------
 
-    def report_inspections(self, lo: str, hi: str) -> list[ReportInspection]:
-        return self._tuples(REPORT_INSPECTIONS, (lo, hi), ReportInspection._make)
+    def report_inspections(self, lo: str, hi: str, station: str | None = None) -> list[ReportInspection]:
+        return self._tuples(*_for_station(REPORT_INSPECTIONS, lo, hi, station), ReportInspection._make)
 
-    def report_list(self, lo: str, hi: str) -> list[ReportListRow]:
+    def report_list(self, lo: str, hi: str, station: str | None = None) -> list[ReportListRow]:
         v4 = REPORT_LIST_V4 if self.schema_version >= 4 else REPORT_LIST_BEFORE_V4
-        return self._tuples(REPORT_LIST.format(v4=v4), (lo, hi), ReportListRow._make)
+        return self._tuples(*_for_station(REPORT_LIST.format(v4=v4), lo, hi, station), ReportListRow._make)
 
-    def report_class_stats(self, lo: str, hi: str) -> ClassStats:
+    def report_class_stats(self, lo: str, hi: str, station: str | None = None) -> ClassStats:
         out: ClassStats = {}
         with self._reading() as conn:
             cursor = conn.cursor()
             cursor.row_factory = None
-            for inspection_id, label, failing, best in cursor.execute(REPORT_CLASS_STATS, (lo, hi)):
+            for inspection_id, label, failing, best in cursor.execute(*_for_station(REPORT_CLASS_STATS, lo, hi, station)):
                 out.setdefault(inspection_id, {})[label] = (int(failing), best)
         return out
 
-    def report_scores(self, lo: str, hi: str) -> list[ShownScore]:
-        return self._tuples(REPORT_SCORES, (lo, hi), ShownScore._make)
+    def report_scores(self, lo: str, hi: str, station: str | None = None) -> list[ShownScore]:
+        return self._tuples(*_for_station(REPORT_SCORES, lo, hi, station), ShownScore._make)
 
-    def report_reviews(self, lo: str, hi: str) -> list[QaReview]:
+    def report_reviews(self, lo: str, hi: str, station: str | None = None) -> list[QaReview]:
         source = _reviews_source(self.schema_version)
-        return self._tuples(REPORT_REVIEWS.format(reviews=source), (lo, hi), QaReview._make) if source else []
+        if source is None:
+            return []
+        return self._tuples(*_for_station(REPORT_REVIEWS.format(reviews=source), lo, hi, station), QaReview._make)
 
     # -- result outputs: the log itself is the outbox ------------------------------------------
 
@@ -893,6 +943,52 @@ class InspectionStore(_Reads):
         with self.write() as tx:
             tx._conn.execute("UPDATE output_cursors SET delivered_id = MAX(delivered_id, ?), updated_at = ? WHERE sink = ?",
                              (int(delivered_id), iso_utc(datetime.now(timezone.utc)), sink))
+
+    # -- replication to the plant database: the log is the outbox here too ------------------------
+
+    def replication_cursors(self, prefix: str) -> dict[str, int]:
+        """Each replicated table's cursor, kept beside the result outputs' as `PREFIX:TABLE` (0: nothing shipped)."""
+        saved = {r[0]: int(r[1]) for r in self._rows("SELECT sink, delivered_id FROM output_cursors WHERE sink LIKE ?",
+                                                     (prefix + ":%",))}
+        return {t: saved.get(f"{prefix}:{t}", 0) for t in (*REPLICATED_TABLES, "pictures")}
+
+    def advance_cursors(self, prefix: str, cursors: dict[str, int]) -> None:
+        """Move the cursors forward (never back), all in one transaction."""
+        now = iso_utc(datetime.now(timezone.utc))
+        with self.write() as tx:
+            tx._conn.executemany("INSERT INTO output_cursors (sink, delivered_id, updated_at) VALUES (?, ?, ?)"
+                                 " ON CONFLICT (sink) DO UPDATE SET delivered_id = MAX(delivered_id, excluded.delivered_id),"
+                                 " updated_at = excluded.updated_at",
+                                 [(f"{prefix}:{table}", int(last), now) for table, last in cursors.items()])
+
+    def replication_batch(self, after: dict[str, int], limit: int) -> ReplicationBatch:
+        """The rows after each table's cursor (at most `limit` per table), from one snapshot, as hashed (ReplicationBatch)."""
+        limit = int(limit)
+        with self._reading() as conn:
+            conn.execute("BEGIN")  # one snapshot: the users seen agree with the audit records read
+            try:
+                audit_names = (*FIELDS, "hash")
+                audit = [dict(zip(audit_names, r)) for r in conn.execute(
+                    f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE id > ? ORDER BY id LIMIT ?", (after.get("audit", 0), limit))]
+                inspections = _chain_range(conn, after.get("inspections", 0), limit)
+                audit_upto = audit[-1]["id"] if audit else after.get("audit", 0)
+                inspection_upto = inspections[-1]["id"] if inspections else after.get("inspections", 0)
+                batch = ReplicationBatch(audit=audit, inspections=inspections)
+                for table, columns in _REPLICATED_COLUMNS.items():
+                    rows = conn.execute(f"SELECT {', '.join(columns)} FROM {table} WHERE id > ? ORDER BY id LIMIT ?",
+                                        (after.get(table, 0), limit))
+                    kept = getattr(batch, table)
+                    for r in rows:
+                        row = dict(zip(columns, r))
+                        # Never ahead of its audit record and inspection: stop at the first that would be.
+                        if row["audit_id"] > audit_upto or row.get("inspection_id", 0) > inspection_upto:
+                            break
+                        kept.append(row)
+                if len(audit) < limit:
+                    batch.users = [_user(r) for r in conn.execute(f"SELECT {_USER_COLUMNS} FROM users ORDER BY id")]
+            finally:
+                conn.execute("COMMIT")
+        return batch
 
     def output_backlog(self, sink: str) -> tuple[int, str | None]:
         """(inspections not yet delivered to `sink`, created_at of the oldest of them or None)."""
