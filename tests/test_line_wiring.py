@@ -67,3 +67,52 @@ def test_the_window_serves_the_line_its_settings_ask_for(qtbot, make_window, par
     assert window.store.get(inspection_id(regs))["part_id"] == "W-1"
     window.close()
     assert window.line.devices == []
+
+
+def test_serve_is_an_opc_ua_machine_vision_server_for_a_plc(tmp_path, part_pictures):
+    import asyncio
+
+    from opcua_plc import run as plc_run
+
+    from app.users import SETUP_USER, UserDirectory
+
+    db = tmp_path / "data" / "inspections.sqlite"
+    with InspectionStore(db) as store:
+        UserDirectory(store).add("root", "admin", "246810", by=SETUP_USER)
+    port = free_port()
+    config = tmp_path / "station.json"
+    config.write_text(json.dumps({"rule": {"default": {"min_score": 0.3, "min_size": 0}}, "data_dir": str(tmp_path / "data")}))
+    output = (tmp_path / "serve.log").open("w")  # a file, not a pipe nobody reads while it runs
+    proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--config", str(config), "--source",
+                             str(part_pictures[0].parent), "--opcua", f"opc.tcp://127.0.0.1:{port}"], cwd=REPO,
+                            stdout=output, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        cert = tmp_path / "data" / "opcua" / "server_cert.der"
+        deadline = time.monotonic() + 120
+        while not cert.is_file() or not _listening(port):
+            assert time.monotonic() < deadline and proc.poll() is None, "serve's OPC UA server did not start"
+            time.sleep(0.3)
+        out = asyncio.run(plc_run(f"opc.tcp://127.0.0.1:{port}", str(cert), str(tmp_path / "plc"), "root", "246810",
+                                  "default", 3))
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        output.close()
+    log = (tmp_path / "serve.log").read_text()
+    assert proc.returncode == 0, log
+    assert "asyncua.common.xmlimporter" not in log  # the service log stays readable
+    assert len(out["results"]) == 3
+    with InspectionStore(db, read_only=True) as store:
+        for result in out["results"]:
+            row = store.get(store.inspection_id_by_uid(result["uid"]))
+            assert row["trigger"] == "line" and row["part_id"] == result["part"]
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False

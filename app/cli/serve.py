@@ -58,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from app.station import InspectionDone, InspectionFailed, SourceEnded, StateChanged, Station, StationError
 
     logging.basicConfig(level=args.log_level, stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("asyncua", "pymodbus"):  # their INFO is a line per imported node / connection
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     settings = load_settings_for_command(args.config)
     continuous = args.trigger == "continuous"
     station = Station(settings, config_path=args.config, overrides={"source": args.source, "model_path": args.model},
