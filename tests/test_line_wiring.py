@@ -116,3 +116,12 @@ def _listening(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def test_the_window_serves_opc_ua_and_warns_about_an_open_endpoint(qtbot, make_window, part_pictures):
+    port = free_port()
+    window = make_window(str(part_pictures[0].parent), opcua=f"opc.tcp://127.0.0.1:{port}", opcua_allow_anonymous=True)
+    assert [type(d).__name__ for d in window.line.devices] == ["OpcUaVisionServer"] and _listening(port)
+    assert "anonymous, unencrypted" in window._problem_box.text()
+    window.close()
+    assert not _listening(port)
