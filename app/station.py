@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -52,6 +53,7 @@ from detector.files import atomic_write_bytes
 log = logging.getLogger("station")
 
 TRIGGERS = ("operator", "continuous", "line")
+STATUS_REFRESH_S = 5.0
 
 
 class State(str, Enum):
@@ -791,8 +793,13 @@ class Station:
         self._emit(StateChanged(state, detail))
 
     def _watch(self) -> None:
-        """New frames and source state changes, turned into events (a few ms behind the feed)."""
+        """New frames and source state changes, turned into events (a few ms behind the feed); the status file
+        for `python -m app status` refreshed every few seconds (a camera's health counters move all the time)."""
+        next_status = time.monotonic() + STATUS_REFRESH_S
         while not self._stopping.is_set():
+            if time.monotonic() >= next_status:
+                self._write_status()
+                next_status = time.monotonic() + STATUS_REFRESH_S
             feed = self.feed
             if feed is not None:
                 frame = feed.wait_newer(self._last_frame_seq, timeout=self.status_interval)
@@ -812,7 +819,12 @@ class Station:
     def _write_status(self) -> None:
         """The state for `python -m app status`, in a small file beside the log (written atomically)."""
         recipe = self.recipe
-        data = {"pid": os.getpid(), "state": self._state.value, "detail": self._detail,
+        health = getattr(self.feed.source, "health", None) if self.feed is not None else None
+        try:
+            camera = health() if health is not None else None
+        except Exception as exc:  # noqa: BLE001  (a camera that is going away must not stop the status file)
+            camera = {"error": str(exc)}
+        data = {"pid": os.getpid(), "state": self._state.value, "detail": self._detail, "camera": camera,
                 "station": self.settings.station_name, "recipe": recipe.name if recipe else "",
                 "recipe_version": recipe.version if recipe else 0,
                 "source": self.feed.source.name if self.feed is not None else "", "continuous": self._continuous,

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     report = {"station": status.get("station", settings.station_name), "state": state, "detail": status.get("detail", ""),
               "recipe": status.get("recipe", settings.recipe or "default"), "recipe_version": status.get("recipe_version"),
               "source": status.get("source", ""), "updated_at": status.get("updated_at"), "db": str(db),
-              "today": today, "outputs": outputs}
+              "today": today, "outputs": outputs, "camera": status.get("camera") if running else None}
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -74,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"recipe {report['recipe']}" + (f" v{report['recipe_version']}" if report["recipe_version"] else "")
               + (f", source {report['source']}" if report["source"] else ""))
         print(f"today: {today['inspected']} inspected, {today['pass']} PASS, {today['fail']} FAIL")
+        if report["camera"]:
+            from app.sources_genicam import health_text
+
+            camera = report["camera"]
+            print(f"camera: {camera['error']}" if "error" in camera else health_text(camera))
         for o in outputs:
             if "error" in o:
                 print(f"output {o['output']}: {o['error']}")
