@@ -12,7 +12,11 @@ is attributed to the day it started, and a date range selects whole shifts.
 Ranges. `first`..`last` are inclusive report days; they are turned into UTC
 bounds on `created_at` (ISO 8601 text, fixed width, so text order is time
 order); the log answers such a range from its index on created_at
-(`InspectionLog.report_*`), and the counting by day, shift and class is here.
+(`InspectionLog.report_*`), and the counting by day, shift and class is here;
+a log that counts report days itself (the plant database, millions of rows a
+month: `GroupedReports.report_groups`, local days with AT TIME ZONE) is asked
+for the counts instead, with the same answer. `station=` narrows any report
+to one station of a log that holds several.
 
 CSV. `write_csv` writes UTF-8 (no BOM unless asked: scripts and strict UTF-8
 readers take the file as is; `bom=True` is for double-clicking into Excel,
@@ -38,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from app.store import ClassStats, InspectionLog, InspectionStore, StoreError, iso_utc
+from app.store.rows import ReportDefects, ReportGroup
 from detector.files import atomic_write_bytes
 
 # OWASP CSV injection: cells starting with these are run as formulas (or split
@@ -187,6 +192,21 @@ class _Clock:
         self.day_start = time(*divmod(shifts[0][1], 60)) if shifts else time(0, 0)
         self._by_hour: dict[str, tuple[date, str]] = {}
 
+    def zone(self) -> str | None:
+        """The report time zone as the plant database names it (an IANA name or "+HH:MM"); None: not known by name."""
+        tz = self.tz
+        if tz is None:
+            return system_zone_name()
+        if tz is timezone.utc:
+            return "UTC"
+        key = getattr(tz, "key", None)  # zoneinfo.ZoneInfo
+        if key:
+            return key
+        if isinstance(tz, timezone):
+            minutes = int(tz.utcoffset(None).total_seconds() // 60)
+            return f"{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+        return None
+
     def local(self, utc: datetime) -> datetime:
         return utc.astimezone(self.tz)  # astimezone(None) is the system's local zone
 
@@ -229,6 +249,33 @@ class _Clock:
         if i < 0:  # before the day's first shift: still the previous day's last shift
             return local.date() - timedelta(days=1), self.shifts[-1][0]
         return local.date(), self.shifts[i][0]
+
+
+def system_zone_name() -> str | None:
+    """The IANA name of the system's time zone (TZ, /etc/timezone or the /etc/localtime link); None if it has none."""
+    import os
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    try:
+        candidates.append(Path("/etc/timezone").read_text(encoding="utf-8").strip())
+    except OSError:
+        pass
+    try:
+        link = os.readlink("/etc/localtime")
+        candidates.append(link.split("zoneinfo/", 1)[1] if "zoneinfo/" in link else "")
+    except OSError:
+        pass
+    if os.environ.get("TZ") is not None:
+        candidates = candidates[:1]  # TZ set: it alone is the system's zone for this process
+    for name in candidates:
+        if name and not name.startswith("/"):
+            try:
+                ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+            return name
+    return None
 
 
 def _parse_created(text: str) -> datetime:
@@ -276,32 +323,50 @@ class _Group:
     defects: dict[str, int] = field(default_factory=dict)
 
 
-def _per_class(log: InspectionLog, lo: str, hi: str) -> tuple[ClassStats, set[str]]:
+def _per_class(log: InspectionLog, lo: str, hi: str, station: str | None = None) -> tuple[ClassStats, set[str]]:
     """Per inspection id: label -> (failing detections, best shown score or None); and every label seen."""
-    stats = log.report_class_stats(lo, hi)
+    stats = log.report_class_stats(lo, hi, station)
     return stats, {label for per_label in stats.values() for label in per_label}
 
 
-def _reviews(log: InspectionLog, lo: str, hi: str) -> dict[int, tuple[str, str, str, str | None]]:
+def _reviews(log: InspectionLog, lo: str, hi: str, station: str | None = None) -> dict[int, tuple[str, str, str, str | None]]:
     """Per inspection id: (QA verdict, reviewer, reviewed at, reason); empty for a log without reviews."""
-    return {r[0]: r[1:] for r in log.report_reviews(lo, hi)}
+    return {r[0]: r[1:] for r in log.report_reviews(lo, hi, station)}
 
 
-def _groups(log: InspectionLog, clock: _Clock, lo: str, hi: str) -> tuple[dict[tuple[date, str, str], _Group], set[str]]:
+def _counted_by_log(counted: tuple[list[ReportGroup], list[ReportDefects]]) -> tuple[dict[tuple[date, str, str], _Group], set[str]]:
+    """`_groups`' answer from the groups a log counted itself."""
+    rows, defects = counted
+    groups = {(r.day, r.station, r.shift): _Group(*r[3:]) for r in rows}
+    labels = set()
+    for d in defects:
+        labels.add(d.label)
+        if d.failing:
+            groups[(d.day, d.station, d.shift)].defects[d.label] = d.failing
+    return groups, labels
+
+
+def _groups(log: InspectionLog, clock: _Clock, lo: str, hi: str,
+            station: str | None = None) -> tuple[dict[tuple[date, str, str], _Group], set[str]]:
     """(report day, station, shift) -> counts, QA's figures included; and every label seen.
 
     QA's figures count on the day of the inspection, not of the review, so they
-    sit beside the station's figures for the same parts.
+    sit beside the station's figures for the same parts. A log that groups report
+    days itself (the plant database: app.store.base.GroupedReports) does, when
+    the time zone has a name it knows; the counts are the same.
     """
-    per_class, labels = _per_class(log, lo, hi)
-    qa = {r.inspection_id: r.qa_verdict for r in log.report_reviews(lo, hi)}
+    grouped, zone = getattr(log, "report_groups", None), clock.zone()
+    if grouped is not None and zone is not None:
+        return _counted_by_log(grouped(lo, hi, zone, clock.shifts, station))
+    per_class, labels = _per_class(log, lo, hi, station)
+    qa = {r.inspection_id: r.qa_verdict for r in log.report_reviews(lo, hi, station)}
     groups: dict[tuple[date, str, str], _Group] = {}
     day_and_shift = clock.day_and_shift
-    for inspection_id, created_at, station, verdict in log.report_inspections(lo, hi):
+    for inspection_id, created_at, station_name, verdict in log.report_inspections(lo, hi, station):
         day, shift_name = day_and_shift(created_at)
-        g = groups.get((day, station, shift_name))
+        g = groups.get((day, station_name, shift_name))
         if g is None:
-            g = groups[(day, station, shift_name)] = _Group()
+            g = groups[(day, station_name, shift_name)] = _Group()
         g.inspected += 1
         if verdict == "PASS":
             g.passed += 1
@@ -323,20 +388,21 @@ def _groups(log: InspectionLog, clock: _Clock, lo: str, hi: str) -> tuple[dict[t
 
 
 def daily_summary(db: InspectionLog | str | Path, first: date, last: date, *, tz: tzinfo | None = None,
-                  shifts: Iterable[tuple[str, str]] = (), classes: Iterable[str] = ()) -> Table:
+                  shifts: Iterable[tuple[str, str]] = (), classes: Iterable[str] = (), station: str | None = None) -> Table:
     """Per report day, station (and shift): the station's inspected, passed, failed, defect rate; QA's
     reviewed, passed, failed and overridden (QA's current verdict differs from the station's) among
     those inspections; failing defects per class (as the station logged them).
 
     Class columns are `classes` plus every label detected in the range, sorted,
     so a class with no defects still shows as 0 when the caller names it.
-    Only days/stations/shifts with inspections get a row.
+    Only days/stations/shifts with inspections get a row. `station`: that station's
+    inspections only (a plant log holds many).
     """
     parsed = parse_shifts(shifts)
     clock = _Clock(tz, parsed)
     lo, hi = clock.bounds(first, last)
     with _opened(db) as log:
-        groups, labels = _groups(log, clock, lo, hi)
+        groups, labels = _groups(log, clock, lo, hi, station)
     labels = sorted(labels | set(classes))
     order = {name: i for i, (name, _) in enumerate(parsed)}
     header = ["date", "station", *(["shift"] if parsed else []), "inspected", "passed", "failed", "defect_rate",
@@ -350,7 +416,7 @@ def daily_summary(db: InspectionLog | str | Path, first: date, last: date, *, tz
 
 
 def per_inspection(db: InspectionLog | str | Path, first: date, last: date, *, tz: tzinfo | None = None,
-                   shifts: Iterable[tuple[str, str]] = (), classes: Iterable[str] = ()) -> Table:
+                   shifts: Iterable[tuple[str, str]] = (), classes: Iterable[str] = (), station: str | None = None) -> Table:
     """One row per inspection in the range, oldest first.
 
     `date` is the local calendar day; with shifts, `shift` and `shift_date`
@@ -363,9 +429,9 @@ def per_inspection(db: InspectionLog | str | Path, first: date, last: date, *, t
     clock = _Clock(tz, parsed)
     lo, hi = clock.bounds(first, last)
     with _opened(db) as log:
-        per_class, labels = _per_class(log, lo, hi)
-        records = log.report_list(lo, hi)
-        reviews = _reviews(log, lo, hi)
+        per_class, labels = _per_class(log, lo, hi, station)
+        records = log.report_list(lo, hi, station)
+        reviews = _reviews(log, lo, hi, station)
     labels = sorted(labels | set(classes))
     header = ["id", "created_at", "local_time", "date", "station", *(["shift", "shift_date"] if parsed else []),
               "operator", "part_id", "source", "trigger", "job_id", "recipe", "recipe_version", "verdict", "regions",
@@ -404,14 +470,14 @@ class Trends:
 
 
 def trends(db: InspectionLog | str | Path, first: date, last: date, *, tz: tzinfo | None = None,
-           shifts: Iterable[tuple[str, str]] = (), classes: Iterable[str] = ()) -> Trends:
+           shifts: Iterable[tuple[str, str]] = (), classes: Iterable[str] = (), station: str | None = None) -> Trends:
     """Trend data for the range; days without inspections are left out (no rate to plot)."""
     clock = _Clock(tz, parse_shifts(shifts))
     lo, hi = clock.bounds(first, last)
     with _opened(db) as log:
-        groups, labels = _groups(log, clock, lo, hi)
+        groups, labels = _groups(log, clock, lo, hi, station)
         scores: dict[str, list[float]] = {}
-        for label, score in log.report_scores(lo, hi):
+        for label, score in log.report_scores(lo, hi, station):
             scores.setdefault(label, []).append(float(score))
     labels = sorted(labels | set(classes))
     per_day: dict[date, _Group] = {}
@@ -435,8 +501,8 @@ def trends(db: InspectionLog | str | Path, first: date, last: date, *, tz: tzinf
 
 def export_csv(db: InspectionLog | str | Path, first: date, last: date, out: str | Path, *,
                per_inspection_rows: bool = False, tz: tzinfo | None = None, shifts: Iterable[tuple[str, str]] = (),
-               classes: Iterable[str] = (), bom: bool = False) -> int:
+               classes: Iterable[str] = (), bom: bool = False, station: str | None = None) -> int:
     """The daily summary (or the per-inspection list) for first..last written to `out`; returns data rows."""
     make = per_inspection if per_inspection_rows else daily_summary
-    table = make(db, first, last, tz=tz, shifts=shifts, classes=classes)
+    table = make(db, first, last, tz=tz, shifts=shifts, classes=classes, station=station)
     return write_csv(out, table.header, table.rows, bom=bom)

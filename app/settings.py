@@ -114,6 +114,16 @@ class StationSettings:
     # Industrial (GenICam) cameras by device ID ("*": any camera without its own block): exposure, gain,
     # pixel format, sensor region, frame rate, packet size and trigger, applied when the camera is opened.
     cameras: tuple[tuple[str, CameraSettings], ...] = ()
+    # The plant database (PostgreSQL) the station replicates its log to: postgresql://LOGIN@HOST[:PORT]/DB, TLS
+    # options such as ?sslmode=verify-full&sslrootcert=... passing through ("" off). Its password never in this file:
+    # a file holding it (chmod 600) or the name of an environment variable holding it.
+    plant_db_url: str = ""
+    plant_db_password_file: str = ""
+    plant_db_password_env: str = ""
+    # The plant picture store (a mounted share) the pictures are copied to ("" keeps them on the station).
+    plant_picture_store: str = ""
+    # A replication backlog older than this many minutes is shown as a warning (0: never).
+    plant_backlog_warn_minutes: float = 30.0
 
     def camera_settings(self, device_id: str) -> CameraSettings:
         """The settings block of this camera, else the "*" block, else the defaults (free-run, camera's values)."""
@@ -155,6 +165,11 @@ class StationSettings:
             "max_megapixels": self.max_megapixels,
             "bit_depth": self.bit_depth,
             "cameras": {device_id: camera.to_dict() for device_id, camera in self.cameras},
+            "plant_db_url": self.plant_db_url,
+            "plant_db_password_file": self.plant_db_password_file,
+            "plant_db_password_env": self.plant_db_password_env,
+            "plant_picture_store": self.plant_picture_store,
+            "plant_backlog_warn_minutes": self.plant_backlog_warn_minutes,
         }
 
 
@@ -403,6 +418,33 @@ def _shifts(v: Any) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(out, key=lambda s: s[1]))
 
 
+def _plant_url(v: Any) -> str:
+    """A postgresql:// URL without a password ("" for none)."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(v, str):
+        raise ValueError(f"must be text, got {type(v).__name__}")
+    url = v.strip()
+    if not url:
+        return ""
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must start with postgresql:// (e.g. postgresql://line3@db.plant/inspections)")
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        raise ValueError("is not a valid URL") from None
+    if password is not None:
+        raise ValueError("holds a password: put it in a file (plant_db_password_file) or an environment variable"
+                         " (plant_db_password_env), never in the settings")
+    return url
+
+
+def _env_name(v: Any) -> str:
+    if not isinstance(v, str) or (v and not v.replace("_", "A").isalnum()):
+        raise ValueError(f"must be the name of an environment variable (letters, digits, _), got {_short(v)}")
+    return v
+
+
 _PARSERS = {
     "station_name": _text,
     "operator": _text,
@@ -429,6 +471,11 @@ _PARSERS = {
     "max_megapixels": _in_range(0.0, 10000.0, low_open=True),
     "bit_depth": _bit_depth,
     "cameras": _cameras,  # returns (value, warnings): each camera's bad fields fall back one by one
+    "plant_db_url": _plant_url,
+    "plant_db_password_file": _text,
+    "plant_db_password_env": _env_name,
+    "plant_picture_store": _text,
+    "plant_backlog_warn_minutes": _non_negative,
 }
 
 

@@ -241,7 +241,7 @@ class ReplicationSource(Protocol):
         """The rows after each table's cursor (at most `limit` per table), from one consistent snapshot."""
 
     def replication_cursors(self, prefix: str) -> dict[str, int]:
-        """Each replicated table's cursor under `prefix` (0 where none was saved)."""
+        """Each replicated table's cursor under `prefix` (0 where none was saved), and other keys saved there."""
 
     def advance_cursors(self, prefix: str, cursors: dict[str, int]) -> None:
         """Move the cursors forward (never back), all in one transaction."""

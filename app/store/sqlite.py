@@ -947,10 +947,11 @@ class InspectionStore(_Reads):
     # -- replication to the plant database: the log is the outbox here too ------------------------
 
     def replication_cursors(self, prefix: str) -> dict[str, int]:
-        """Each replicated table's cursor, kept beside the result outputs' as `PREFIX:TABLE` (0: nothing shipped)."""
-        saved = {r[0]: int(r[1]) for r in self._rows("SELECT sink, delivered_id FROM output_cursors WHERE sink LIKE ?",
-                                                     (prefix + ":%",))}
-        return {t: saved.get(f"{prefix}:{t}", 0) for t in (*REPLICATED_TABLES, "pictures")}
+        """The cursors kept beside the result outputs' as `PREFIX:KEY`, by KEY: each replicated table's and
+        "pictures" (0 where none was saved yet), and whatever else the replicator saved under `prefix`."""
+        saved = {r[0][len(prefix) + 1:]: int(r[1]) for r in self._rows(
+            "SELECT sink, delivered_id FROM output_cursors WHERE substr(sink, 1, ?) = ?", (len(prefix) + 1, prefix + ":"))}
+        return {**{t: 0 for t in (*REPLICATED_TABLES, "pictures")}, **saved}
 
     def advance_cursors(self, prefix: str, cursors: dict[str, int]) -> None:
         """Move the cursors forward (never back), all in one transaction."""
