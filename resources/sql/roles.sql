@@ -58,8 +58,8 @@ DO $$
 DECLARE
     t text;
 BEGIN
-    -- Rows with a station column: a station's login writes rows of the stations it claimed, QA the plant's.
-    FOREACH t IN ARRAY ARRAY['inspections', 'audit', 'reviews', 'review_boxes', 'recipes', 'user_versions'] LOOP
+    -- Rows with their origin's name: a station's login writes rows of the stations it claimed, QA the plant's.
+    FOREACH t IN ARRAY ARRAY['audit', 'reviews', 'review_boxes', 'recipes', 'user_versions'] LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('DROP POLICY IF EXISTS read_all ON %I', t);
         EXECUTE format('CREATE POLICY read_all ON %I FOR SELECT TO plant_qa, plant_report USING (true)', t);
@@ -69,7 +69,14 @@ BEGIN
                        '%s)', t, CASE WHEN t = 'user_versions' THEN '' ELSE
                        ' AND id / 10000000000 = ANY (plant_my_stations())' END);
     END LOOP;
-    -- Rows keyed by their inspection's plant-wide id: the station number is part of it.
+    -- Inspections (whose station column is the name they were logged with, which a renamed station changes)
+    -- and the rows keyed by their inspection's plant-wide id: the station number is part of the id.
+    EXECUTE 'ALTER TABLE inspections ENABLE ROW LEVEL SECURITY';
+    DROP POLICY IF EXISTS read_all ON inspections;
+    CREATE POLICY read_all ON inspections FOR SELECT TO plant_qa, plant_report USING (true);
+    DROP POLICY IF EXISTS station_inserts_own ON inspections;
+    CREATE POLICY station_inserts_own ON inspections FOR INSERT TO plant_station
+        WITH CHECK (id / 10000000000 = ANY (plant_my_stations()));
     FOREACH t IN ARRAY ARRAY['detections', 'inspection_regions', 'pictures'] LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('DROP POLICY IF EXISTS read_all ON %I', t);
