@@ -49,16 +49,24 @@ def free_port() -> int:
 
 
 class PgServer:
-    """One temporary cluster: `start()`, `stop()` (also mid-test, for an outage), `start()` again, `destroy()`."""
+    """One temporary cluster: `start()`, `stop()` (also mid-test, for an outage), `start()` again, `destroy()`.
 
-    def __init__(self, bin_dir: Path):
+    `folder`: keep the cluster there and use it again next time (a benchmark's generated database); `settings`:
+    server settings for each start (e.g. {"shared_buffers": "2GB"}).
+    """
+
+    def __init__(self, bin_dir: Path, folder: Path | None = None, settings: dict[str, str] | None = None):
         self.bin = bin_dir
         self.port = free_port()
-        self.parent = Path(tempfile.mkdtemp(prefix="plant-pg-"))
+        self.settings = dict(settings or {})
+        self.parent = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="plant-pg-"))
+        self.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(self.parent, 0o755)  # the postgres user must be able to enter it
         self.data = self.parent / "data"
         self.log = self.parent / "server.log"
         self.as_root = os.geteuid() == 0
+        if (self.data / "PG_VERSION").is_file():
+            return  # a cluster made before
         pwfile = self.parent / "pw"
         pwfile.write_text(SUPERUSER_PASSWORD + "\n")
         self.data.mkdir()
@@ -83,8 +91,9 @@ class PgServer:
             raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
 
     def start(self) -> PgServer:
+        options = "".join(f" -c {k}={v}" for k, v in self.settings.items())
         self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o",
-                   f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1", "start"], timeout=90)
+                   f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1{options}", "start"], timeout=90)
         return self
 
     def stop(self, mode: str = "fast") -> None:

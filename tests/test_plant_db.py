@@ -63,8 +63,8 @@ def test_migrates_up_from_an_empty_database_and_from_the_previous_version(pg_ser
     with empty.owner() as conn:
         assert schema_version(conn) == 0
     log = PlantLog(empty.owner_url)  # the owner opening it migrates it, as a station's log is on open
-    assert log.schema_version == SCHEMA_VERSION == 2 and log.missing_guards() == [] and log.role == "admin"
-    assert empty.scalar("SELECT array_agg(version ORDER BY version) FROM schema_version") == [1, 2]
+    assert log.schema_version == SCHEMA_VERSION == 3 and log.missing_guards() == [] and log.role == "admin"
+    assert empty.scalar("SELECT array_agg(version ORDER BY version) FROM schema_version") == [1, 2, 3]
     log.close()
 
     # A plant database at v1 with replicated rows in it (v1 had no users or pictures tables).
@@ -78,7 +78,8 @@ def test_migrates_up_from_an_empty_database_and_from_the_previous_version(pg_ser
         assert conn.execute("SELECT to_regclass('pictures')").fetchone()[0] is None
         with conn.transaction():
             ingest(conn, claim_station(conn, "line-1"), "line-1", batch)
-        assert migrate(conn) == 2 and migrate(conn) == 2  # and again: nothing to do
+        assert migrate(conn, target=2) == 2  # the previous version ...
+        assert migrate(conn) == 3 and migrate(conn) == 3  # ... the newest, and again: nothing to do
     with PlantLog(old.owner_url) as log:
         assert log.count() == 5 and log.missing_guards() == []
         assert old_partitions(old) >= {"inspections_y2026m03", "inspections_y2026m04"}
@@ -102,7 +103,7 @@ def test_a_login_that_may_not_migrate_is_told_so(pg_server):
         conn.execute(open_roles_sql())  # the roles exist and may read the version (as v1's grants had it) ...
         conn.execute("GRANT SELECT ON schema_version TO plant_qa")
     url = db.login("qa_early", "plant_qa")
-    with pytest.raises(StoreError, match="schema 1, this program needs 2: open it once with the login that owns it"
+    with pytest.raises(StoreError, match="schema 1, this program needs 3: open it once with the login that owns it"
                                          " .*may not migrate"):  # ... but a QA login cannot change the schema
         PlantLog(url, password=db.password("qa_early"))
 

@@ -1,6 +1,7 @@
 """Command line of the station: every argument parser lives in this package (`app.cli.<command>`).
 
     python -m app [--source S] [--config F] [--screenshot OUT.png [--inspect]]   the station window
+    python -m app --plant [postgresql://LOGIN@HOST/DB]                            plant mode: all stations, no camera
     python -m app serve [--source S] [--recipe NAME] [--sink URL]...             the station as a service, no window
     python -m app status                                                           state, recipe, counts, output backlog
     python -m app inspect --source DIR_OR_VIDEO --db PATH [--recipe NAME]        headless inspection
@@ -47,11 +48,14 @@ def gui_parser() -> argparse.ArgumentParser:
     p.add_argument("--screenshot", type=Path, metavar="OUT.png",
                    help="open the window, save a screenshot of it and exit")
     p.add_argument("--inspect", action="store_true", help="with --screenshot: inspect the first frame first")
+    p.add_argument("--plant", nargs="?", const="", metavar="URL",
+                   help="plant mode: gallery, review, reports and trends of every station from the plant database"
+                        " postgresql://LOGIN@HOST/DB (no URL: the settings' plant_db_url); no camera")
     return p
 
 
 def gui_main(argv: list[str]) -> int:
     args = gui_parser().parse_args(argv)
-    from app.ui.run import run_station  # Qt only when a window is wanted
+    from app.ui.run import run_plant, run_station  # Qt only when a window is wanted
 
-    return run_station(args)
+    return run_plant(args) if args.plant is not None else run_station(args)

@@ -759,10 +759,18 @@ class PlantLog(_Reads):
         return [r[0] for r in self._rows(f"SELECT i.id FROM inspections i{where} ORDER BY i.id", params)]
 
     def operators(self) -> list[str]:
-        return [r[0] for r in self._rows("SELECT DISTINCT operator FROM inspections WHERE operator <> '' ORDER BY operator")]
+        return self._distinct("inspections", "operator", "operator <> ''")
 
     def labels(self) -> list[str]:
-        return [r[0] for r in self._rows("SELECT DISTINCT label FROM detections ORDER BY label")]
+        """Classes with a shown detection (what the gallery's class filter can find)."""
+        return self._distinct("detections", "label", "shown = 1")
+
+    def _distinct(self, table: str, column: str, where: str) -> list[str]:
+        """Distinct values of an indexed column by skip scan: one index probe per value, not a pass over millions of rows."""
+        return [r[0] for r in self._rows(
+            f"WITH RECURSIVE v (x) AS (SELECT min({column}) FROM {table} WHERE {where}"
+            f" UNION ALL SELECT (SELECT min({column}) FROM {table} WHERE {where} AND {column} > v.x) FROM v WHERE v.x IS NOT NULL)"
+            " SELECT x FROM v WHERE x IS NOT NULL")]
 
     def reviews(self) -> list[ReviewRow]:
         return [ReviewRow(*r) for r in self._rows(

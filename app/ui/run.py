@@ -60,6 +60,47 @@ def run_station(args: argparse.Namespace) -> int:
     return code
 
 
+def run_plant(args: argparse.Namespace) -> int:
+    """Plant mode: the gallery, review, reports and trends of every station from the plant database (no camera).
+
+    Whoever may log in to the database is signed in: the login's role decides what they may do (app.store.postgres).
+    """
+    from app.settings import load_settings
+    from app.store import StoreError
+
+    settings, _ = load_settings(args.config)
+    app = qt_application()
+    from PySide6.QtWidgets import QMessageBox
+
+    from app.ui.plant_window import PlantWindow, open_plant
+
+    try:
+        log = open_plant(args.plant, settings)
+    except (StoreError, ValueError) as exc:
+        if args.screenshot:
+            print(f"error: {exc}", file=sys.stderr)
+        else:
+            QMessageBox.critical(None, "Plant database", str(exc))
+        return 2
+    try:
+        window = PlantWindow(log, log.whoami(), shifts=settings.shifts)
+        window.resize(1280, 800)
+        window.show()
+        if args.screenshot:
+            wait_until(app, lambda: False, 0.5)
+            out = Path(args.screenshot)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            code = 0 if window.grab().save(str(out)) else 1
+            print(f"screenshot: {out}" if code == 0 else f"error: could not write {out}", file=sys.stdout if code == 0 else sys.stderr)
+            window.close()
+        else:
+            code = app.exec()
+        shut_down(app, window)
+    finally:
+        log.close()
+    return code
+
+
 def shut_down(app, window) -> None:
     """Tear the window down while Python and Qt are both fully alive.
 
