@@ -286,6 +286,9 @@ def run_queries_on(log, station: str, repeat: int, out: Path, days_in_log: int) 
                               end=datetime.combine(month_first + timedelta(days=14), datetime.min.time(), BERLIN))
     timed("gallery first page (newest, no filter)", lambda: log.gallery_page(GalleryFilter(), "newest", 0, 48), repeat)
     timed("gallery count (no filter)", lambda: log.gallery_count(GalleryFilter()), repeat)
+    week = GalleryFilter(start=datetime.combine(month_last - timedelta(days=6), datetime.min.time(), BERLIN),
+                         end=datetime.combine(month_last + timedelta(days=1), datetime.min.time(), BERLIN))
+    timed("gallery count, 7 days (what plant mode opens on)", lambda: log.gallery_count(week), repeat)
     timed(f"filtered page (scratch, 2 weeks, {station})", lambda: log.gallery_page(two_weeks, "newest", 0, 48), repeat)
     timed("filtered count", lambda: log.gallery_count(two_weeks), repeat)
     timed(f"daily CSV {month_first:%Y-%m}, all stations, Berlin days",
@@ -309,7 +312,9 @@ def run_queries(args: argparse.Namespace) -> None:
             span = conn.execute("SELECT max(created_at) - min(created_at) FROM inspections").fetchone()[0]
         print(f"plant database: {n} inspections of 50 stations over {span.days + 1} days, {size}; machine: {machine()};"
               " other helpers' training runs share it")
+        t = time.perf_counter()
         with PlantLog(pg.url(dbname="plant")) as log, tempfile.TemporaryDirectory() as tmp:
+            print(f"  opened (migrated to schema {log.schema_version} where older) in {time.perf_counter() - t:.1f} s")
             run_queries_on(log, "line-07", args.repeat, Path(tmp) / "daily.csv", span.days + 1)
     finally:
         pg.stop()

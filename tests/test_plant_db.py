@@ -6,9 +6,10 @@ from __future__ import annotations
 import inspect
 import os
 import time
-from datetime import date, timedelta
+from datetime import date, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import psycopg
 import pytest
 from plant_data import PlantDb, fill, record, utc
@@ -24,6 +25,7 @@ from app.store.postgres import (
     SCHEMA_VERSION,
     PlantLog,
     PlantTransaction,
+    bucket_minutes,
     claim_station,
     conninfo,
     ingest,
@@ -37,6 +39,8 @@ from app.users import SETUP_USER, PermissionDenied, UserDirectory
 
 pytest_plugins = ["plant_fixtures"]  # pg_server (one per session) and plant_db (a migrated database per test)
 SHIFTS = (("early", "06:00"), ("late", "14:00"), ("night", "22:00"))
+ODD_SHIFTS = (("a", "06:30"), ("b", "18:15"))
+HISTOGRAM_BINS = np.linspace(0.0, 1.0, 21)  # the trends chart's (app/ui/trends.py)
 
 
 def replicate(store: InspectionStore, url: str, station: str, password: str | None = None, **options) -> Replicator:
@@ -318,20 +322,24 @@ def test_reports_counted_in_the_database_equal_the_stations_own(plant_db, tmp_pa
         calls = []
         plant_groups = plant.report_groups
         plant.report_groups = lambda *a: calls.append(a) or plant_groups(*a)
-        for tz in (berlin, None, utc(2026, 1, 1).tzinfo):
-            for shifts in ((), SHIFTS):
+        nepal = timezone(timedelta(hours=5, minutes=45))
+        for tz in (berlin, None, utc(2026, 1, 1).tzinfo, nepal, ZoneInfo("Australia/Lord_Howe")):
+            for shifts in ((), SHIFTS, ODD_SHIFTS):
                 got = daily_summary(plant, first, last, tz=tz, shifts=shifts)
                 want = [daily_summary(s, first, last, tz=tz, shifts=shifts) for s in stores.values()]
                 assert got.header == want[0].header == want[1].header
                 assert got.rows == sorted(want[0].rows + want[1].rows, key=lambda r: (r[0], r[1], r[2] if shifts else 0)
                                           ), (tz, shifts)
-        assert len(calls) == 6  # every one counted in the database (the system zone has a name here)
+        assert len(calls) == 15  # every one counted in the database (the system zone has a name here)
         one = daily_summary(plant, first, last, tz=berlin, shifts=SHIFTS, station="line-2")
         assert one.rows == daily_summary(stores["line-2"], first, last, tz=berlin, shifts=SHIFTS).rows
         got, want = trends(plant, first, last, tz=berlin), trends(stores["line-1"], first, last, tz=berlin)
         want2 = trends(stores["line-2"], first, last, tz=berlin)
         assert got.inspected == [a + b for a, b in zip(want.inspected, want2.inspected)] and got.stations == ["line-1", "line-2"]
-        assert sorted(got.scores["scratch"]) == sorted(want.scores["scratch"] + want2.scores["scratch"])
+        for label in ("scratch", "pit", "inclusion"):  # binned to 0.001 in the database: the chart's histogram is the same
+            mine = np.histogram(got.scores[label], bins=HISTOGRAM_BINS)[0]
+            theirs = np.histogram(want.scores[label] + want2.scores[label], bins=HISTOGRAM_BINS)[0]
+            assert mine.tolist() == theirs.tolist() and len(got.scores[label]) == len(want.scores[label] + want2.scores[label])
         listed = per_inspection(plant, first, last, tz=berlin, station="line-1")
         local = per_inspection(stores["line-1"], first, last, tz=berlin)
         strip = [h for h in listed.header if h != "id"]
@@ -348,6 +356,17 @@ def test_reports_counted_in_the_database_equal_the_stations_own(plant_db, tmp_pa
         assert plant.operators() == ["ann"] and set(plant.labels()) == {"scratch", "pit", "inclusion"}
     for s in stores.values():
         s.close()
+
+
+def test_counting_buckets_never_straddle_a_day_shift_or_offset_change():
+    """The plant counts per UTC bucket first; a bucket must lie within one report day and shift (all else is a test above)."""
+    lo, hi = "2026-01-01T00:00:00.000Z", "2027-01-01T00:00:00.000Z"
+    assert bucket_minutes("Europe/Berlin", (), lo, hi) == 60
+    assert bucket_minutes("Europe/Berlin", ((("a", 6 * 60 + 30),)), lo, hi) == 30
+    assert bucket_minutes("+05:45", (), lo, hi) == 15 and bucket_minutes("Asia/Kolkata", (), lo, hi) == 30
+    assert bucket_minutes("Australia/Lord_Howe", (), lo, hi) == 30  # DST there moves the clock by half an hour
+    assert bucket_minutes("UTC", (("x", 7 * 60 + 10),), lo, hi) == 10
+    assert bucket_minutes("Mars/Olympus_Mons", (), lo, hi) == 1  # a zone only the server knows: minutes
 
 
 def test_station_filter_on_the_stations_own_log(tmp_path):

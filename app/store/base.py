@@ -224,14 +224,18 @@ class GroupedReports(Protocol):
     """A log that counts report days itself (the plant database: a month of 50 stations is millions of rows).
 
     `app.reports` uses it when the log has it and the report's time zone has a name the database knows;
-    the answer equals what app.reports counts from the report_* rows.
+    the counts equal what app.reports counts from the report_* rows.
     """
 
     def report_groups(self, lo: str, hi: str, zone: str, shifts: tuple[tuple[str, int], ...],
-                      station: str | None = None) -> tuple[list[ReportGroup], list[ReportDefects]]:
+                      station: str | None = None) -> tuple[list[ReportGroup], list[ReportDefects], set[str]]:
         """Per (report day, station, shift) of the inspections created in [lo, hi): the counts, and the failing
-        defects per class. `zone`: an IANA name or a fixed offset "+05:45"; `shifts`: (name, start minute)
-        sorted by start, empty for calendar days."""
+        defects per class (groups with some); and every class detected in the range. `zone`: an IANA name or a
+        fixed offset "+05:45"; `shifts`: (name, start minute) sorted by start, empty for calendar days."""
+
+    def report_score_counts(self, lo: str, hi: str, station: str | None = None) -> list[tuple[str, float, int]]:
+        """The shown detections' scores in [lo, hi), binned: (class, the bin's middle, how many). Every histogram
+        whose bin edges fall on the bins' edges counts as it would from the scores themselves."""
 
 
 class ReplicationSource(Protocol):

@@ -31,7 +31,7 @@ import stat
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path, PurePath
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -73,6 +73,7 @@ SCHEMA_DIR = Path(__file__).with_name("pg_schema")
 ROLES_SQL = "sql/roles.sql"
 _MIGRATION_LOCK = 7_311_001  # advisory lock keys: schema migration, the plant's own chain
 _PLANT_CHAIN_LOCK = 7_311_002
+SCORE_STEP = 0.001  # trends get the shown scores to this (binned in the database: 90 days of a plant are millions)
 _LOG_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 # The tables whose history is append-only, and the triggers that keep it so (missing_guards).
 GUARDED = ("inspections", "detections", "inspection_regions", "audit", "reviews", "review_boxes", "recipes",
@@ -762,15 +763,14 @@ class PlantLog(_Reads):
         return self._distinct("inspections", "operator", "operator <> ''")
 
     def labels(self) -> list[str]:
-        """Classes with a shown detection (what the gallery's class filter can find)."""
-        return self._distinct("detections", "label", "shown = 1")
+        return self._distinct("detections", "label", "true")
 
-    def _distinct(self, table: str, column: str, where: str) -> list[str]:
+    def _distinct(self, table: str, column: str, where: str, params: dict[str, Any] | None = None) -> list[str]:
         """Distinct values of an indexed column by skip scan: one index probe per value, not a pass over millions of rows."""
         return [r[0] for r in self._rows(
             f"WITH RECURSIVE v (x) AS (SELECT min({column}) FROM {table} WHERE {where}"
             f" UNION ALL SELECT (SELECT min({column}) FROM {table} WHERE {where} AND {column} > v.x) FROM v WHERE v.x IS NOT NULL)"
-            " SELECT x FROM v WHERE x IS NOT NULL")]
+            " SELECT x FROM v WHERE x IS NOT NULL", params or {})]
 
     def reviews(self) -> list[ReviewRow]:
         return [ReviewRow(*r) for r in self._rows(
@@ -839,41 +839,103 @@ class PlantLog(_Reads):
             f" WHERE {where}", params)]
 
     def report_groups(self, lo: str, hi: str, zone: str, shifts: tuple[tuple[str, int], ...],
-                      station: str | None = None) -> tuple[list[ReportGroup], list[ReportDefects]]:
-        """Report days counted in the database (app.store.base.GroupedReports): local days with AT TIME ZONE."""
+                      station: str | None = None) -> tuple[list[ReportGroup], list[ReportDefects], set[str]]:
+        """Report days counted in the database (app.store.base.GroupedReports): local days with AT TIME ZONE.
+
+        Rows are first counted per station and UTC time bucket (`bucket_minutes`: no report day or shift starts
+        inside a bucket), from an index alone, and only the buckets are turned into local days and shifts. The
+        failing detections are few: they join their inspections cheaply. The classes come by skip scan.
+        """
         offset = re.fullmatch(r"[+-]\d\d:\d\d", zone) is not None
-        local = "({t} AT TIME ZONE %(zone)s" + ("::interval)" if offset else ")")
-        day_start = f"{shifts[0][1]} minutes" if shifts else "0 minutes"
-        names = {f"s{i}": name for i, (name, _) in enumerate(shifts)}
-        starts = {f"t{i}": f"{m // 60:02d}:{m % 60:02d}" for i, (_, m) in enumerate(shifts)}
-        if shifts:  # the last shift that started at or before the local time; before the first: the day before's last
-            whens = " ".join(f"WHEN ({{t}} AT TIME ZONE %(zone)s{'::interval' if offset else ''})::time >= %(t{i})s::time"
-                             f" THEN %(s{i})s" for i in reversed(range(len(shifts))))
-            shift = f"CASE {whens} ELSE %(s{len(shifts) - 1})s END"
-        else:
-            shift = "''"
-        day = f"({local} - %(day_start)s::interval)::date"
-        params: dict[str, Any] = {"lo": lo, "hi": hi, "zone": zone, "day_start": day_start, "station": station,
-                                  **names, **starts}
-        only = " AND i.station = %(station)s" if station is not None else ""
-        t = "i.created_at"
+        zone_sql = "%(zone)s::interval" if offset else "%(zone)s"
+
+        def local(t: str) -> str:
+            return f"({t} AT TIME ZONE {zone_sql})"
+
+        def day(t: str) -> str:
+            return f"({local(t)} - %(day_start)s::interval)::date"
+
+        def shift(t: str) -> str:  # the last shift that started at or before the local time; before the first: the day before's last
+            if not shifts:
+                return "''"
+            whens = " ".join(f"WHEN {local(t)}::time >= %(t{i})s::time THEN %(s{i})s" for i in reversed(range(len(shifts))))
+            return f"CASE {whens} ELSE %(s{len(shifts) - 1})s END"
+
+        params: dict[str, Any] = {
+            "lo": lo, "hi": hi, "zone": zone, "day_start": f"{shifts[0][1] if shifts else 0} minutes", "station": station,
+            "bucket": f"{bucket_minutes(zone, shifts, lo, hi)} minutes",
+            **{f"s{i}": name for i, (name, _) in enumerate(shifts)},
+            **{f"t{i}": f"{m // 60:02d}:{m % 60:02d}" for i, (_, m) in enumerate(shifts)}}
+        in_range = "i.created_at >= %(lo)s::timestamptz AND i.created_at < %(hi)s::timestamptz" + (
+            " AND i.station = %(station)s" if station is not None else "")
+        bucket = "date_bin(%(bucket)s::interval, i.created_at, '2000-01-01T00:00:00Z')"
         groups = self._rows(
-            f"SELECT {day.format(t=t)} AS day, i.station, {shift.format(t=t)} AS shift, COUNT(*),"
-            " COUNT(*) FILTER (WHERE i.verdict = 'PASS'), COUNT(*) FILTER (WHERE i.verdict = 'FAIL'),"
-            " COUNT(r.qa_verdict), COUNT(*) FILTER (WHERE r.qa_verdict = 'PASS'), COUNT(*) FILTER (WHERE r.qa_verdict = 'FAIL'),"
-            " COUNT(*) FILTER (WHERE r.qa_verdict <> i.verdict)"
-            " FROM inspections i LEFT JOIN current_reviews r ON r.plant_inspection_id = i.id"
-            f" WHERE i.created_at >= %(lo)s::timestamptz AND i.created_at < %(hi)s::timestamptz{only}"
-            " GROUP BY 1, 2, 3", params)
-        t = "d.created_at"
-        d_only = (" AND d.inspection_id IN (SELECT i.id FROM inspections i WHERE i.created_at >= %(lo)s::timestamptz"
-                  " AND i.created_at < %(hi)s::timestamptz AND i.station = %(station)s)") if station is not None else ""
+            f"WITH b AS (SELECT i.station, {bucket} AS t, COUNT(*) AS n, COUNT(*) FILTER (WHERE i.verdict = 'PASS') AS passed,"
+            f"   COUNT(*) FILTER (WHERE i.verdict = 'FAIL') AS failed FROM inspections i WHERE {in_range} GROUP BY 1, 2),"
+            f" q AS (SELECT i.station, {bucket} AS t, COUNT(*) AS reviewed, COUNT(*) FILTER (WHERE r.qa_verdict = 'PASS') AS"
+            "   qa_passed, COUNT(*) FILTER (WHERE r.qa_verdict = 'FAIL') AS qa_failed, COUNT(*) FILTER (WHERE r.qa_verdict <>"
+            "   i.verdict) AS overridden FROM current_reviews r JOIN inspections i ON i.id = r.plant_inspection_id"
+            f"   WHERE {in_range} GROUP BY 1, 2)"
+            f" SELECT {day('b.t')}, b.station, {shift('b.t')}, SUM(b.n)::bigint, SUM(b.passed)::bigint, SUM(b.failed)::bigint,"
+            " COALESCE(SUM(q.reviewed), 0)::bigint, COALESCE(SUM(q.qa_passed), 0)::bigint, COALESCE(SUM(q.qa_failed), 0)::bigint,"
+            " COALESCE(SUM(q.overridden), 0)::bigint FROM b LEFT JOIN q ON q.station = b.station AND q.t = b.t GROUP BY 1, 2, 3",
+            params)
+        # Detections carry their inspection's time: the same range picks the same month partitions on both sides.
+        d_range = "d.created_at >= %(lo)s::timestamptz AND d.created_at < %(hi)s::timestamptz"
         defects = self._rows(
-            f"SELECT {day.format(t=t)} AS day, i.station, {shift.format(t=t)} AS shift, d.label, SUM(d.fails)"
-            " FROM detections d JOIN inspections i ON i.id = d.inspection_id AND i.created_at = d.created_at"
-            f" WHERE d.created_at >= %(lo)s::timestamptz AND d.created_at < %(hi)s::timestamptz{d_only}"
+            f"SELECT {day('b.t')}, b.station, {shift('b.t')}, b.label, SUM(b.n)::bigint FROM (SELECT i.station, {bucket} AS t,"
+            "   d.label, SUM(d.fails) AS n FROM detections d JOIN inspections i ON i.id = d.inspection_id"
+            f"   AND i.created_at = d.created_at WHERE d.fails > 0 AND {d_range} AND {in_range} GROUP BY 1, 2, 3) b"
             " GROUP BY 1, 2, 3, 4", params)
-        return [ReportGroup._make(r) for r in groups], [ReportDefects(r[0], r[1], r[2], r[3], int(r[4])) for r in defects]
+        if station is None:
+            labels = self._distinct("detections", "label", d_range.replace("d.", ""), params)
+        else:
+            labels = [r[0] for r in self._rows("SELECT DISTINCT d.label FROM detections d JOIN inspections i"
+                                               f" ON i.id = d.inspection_id AND i.created_at = d.created_at WHERE {d_range}"
+                                               f" AND {in_range}", params)]
+        return ([ReportGroup._make(r) for r in groups], [ReportDefects(r[0], r[1], r[2], r[3], int(r[4])) for r in defects],
+                set(labels))
+
+    def report_score_counts(self, lo: str, hi: str, station: str | None = None) -> list[tuple[str, float, int]]:
+        """The shown detections' scores to SCORE_STEP (app.store.base.GroupedReports): (class, score, how many)."""
+        where, params = self._detections_in(lo, hi, station)
+        bins = round(1 / SCORE_STEP)
+        return [(label, (k + 0.5) * SCORE_STEP, int(n)) for label, k, n in self._rows(
+            f"SELECT d.label, LEAST(GREATEST(floor(d.score * {bins}), 0), {bins - 1})::integer, COUNT(*) FROM detections d"
+            f" WHERE {where} AND d.shown = 1 GROUP BY 1, 2 ORDER BY 1, 2", params)]
+
+
+def bucket_minutes(zone: str, shifts: tuple[tuple[str, int], ...], lo: str, hi: str) -> int:
+    """The longest UTC time bucket (a divisor of 60 minutes) that no report day, shift or UTC offset change starts
+    inside, for this zone (IANA name or "+HH:MM") and these shift starts over [lo, hi)."""
+    from math import gcd
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    minutes = 60
+    for _, start in shifts:
+        minutes = gcd(minutes, start)
+    if re.fullmatch(r"[+-]\d\d:\d\d", zone):
+        return gcd(minutes, int(zone[1:3]) * 60 + int(zone[4:]))
+    try:
+        tz = ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return 1  # a zone only the server knows: minute buckets are right everywhere
+    t, end = (datetime.fromisoformat(x.replace("Z", "+00:00")) for x in (lo, hi))
+    step = timedelta(hours=6)
+    before = t.astimezone(tz).utcoffset()
+    minutes = gcd(minutes, int(before.total_seconds() // 60))
+    while t < end:  # each change of the offset: the new offset, and the UTC minute it changed at
+        nxt = min(t + step, end)
+        after = nxt.astimezone(tz).utcoffset()
+        if after != before:
+            a, b = t, nxt
+            while b - a > timedelta(minutes=1):
+                mid = a + (b - a) / 2
+                a, b = (mid, b) if mid.astimezone(tz).utcoffset() == before else (a, mid)
+            minutes = gcd(gcd(minutes, int(after.total_seconds() // 60)), b.minute)
+            before = after
+        t = nxt
+    return max(1, minutes)
 
 
 def _no_outputs() -> NoReturn:

@@ -127,7 +127,8 @@ class Replicator:
 
     def __init__(self, log: InspectionStore, url: str, station: str, *, password: str | None = None,
                  picture_store: str | Path | None = None, batch: int = 500, poll_s: float = 1.0, retry_min_s: float = 0.5,
-                 retry_max_s: float = 30.0, connect_timeout: float = 5.0, warn_after_s: float | None = None):
+                 retry_max_s: float = 30.0, connect_timeout: float = 5.0, warn_after_s: float | None = None,
+                 save_every_s: float = 0.5):
         if not str(station).strip():
             raise ValueError("the station needs a name to replicate to the plant database")
         self.log = log
@@ -139,6 +140,12 @@ class Replicator:
         self.batch, self.poll_s = max(1, int(batch)), float(poll_s)
         self.retry_min_s, self.retry_max_s = float(retry_min_s), float(retry_max_s)
         self.warn_after_s = warn_after_s
+        # The cursors are saved at most this often while busy (each save is a synchronous commit beside the
+        # inspections' own), and at once when the plant has caught up or the replicator stops: a crash resends
+        # at most this much, which the plant skips.
+        self.save_every_s = float(save_every_s)
+        self._saved: dict[str, int] = {}
+        self._last_save = 0.0
         self.origin = self.station
         self.no: int | None = None
         self.shipped = 0  # inspections the plant committed since start
@@ -166,7 +173,7 @@ class Replicator:
                 log.info("plant database: this station replicates as %r (its name when it first did), now named %r",
                          self.origin, self.station)
         self._cursors = {k: saved[k] for k in (*REPLICATED_TABLES, "pictures")}
-        self.log.advance_cursors(PREFIX, dict(self._cursors))  # the backlog counts from here on
+        self._save_cursors(force=True)  # the backlog counts from here on
         self._thread = threading.Thread(target=self._run, name="plant replicator", daemon=True)
         self._thread.start()
         return self
@@ -181,7 +188,7 @@ class Replicator:
 
     def status(self) -> OutputStatus:
         """Inspections not yet in the plant database, the age of the oldest of them, connection, last error, shipped."""
-        rows, oldest = self.log.output_backlog(f"{PREFIX}:inspections")
+        rows, oldest = self.log.output_backlog(f"{PREFIX}:inspections")  # as saved: up to `save_every_s` behind
         error = self.last_error or (f"pictures: {self.picture_error}" if self.picture_error else None)
         return OutputStatus(NAME, rows, _age_s(oldest) if rows else None, self.connected, error, self.shipped)
 
@@ -233,6 +240,7 @@ class Replicator:
                 if failures:
                     log.info("plant database %s: replicating again", self.url)
                 failures, self.last_error = 0, None
+                self._save_cursors(force=not moved)
                 if moved:
                     continue
                 if self._draining.is_set() and self._caught_up():
@@ -248,6 +256,18 @@ class Replicator:
                 self._close()
                 self._halt.wait(min(self.retry_max_s, self.retry_min_s * 2 ** min(failures - 1, 30)))
         self._close()
+        try:
+            self._save_cursors(force=True)
+        except (StoreError, OSError) as exc:
+            log.error("plant database: could not save how far the station has replicated (it resends from there): %s", exc)
+
+    def _save_cursors(self, force: bool = False) -> None:
+        """Save the cursors in the station's log if they moved (at most every `save_every_s`, unless `force`)."""
+        moved = {k: v for k, v in self._cursors.items() if self._saved.get(k) != v}
+        if moved and (force or time.monotonic() - self._last_save >= self.save_every_s):
+            self.log.advance_cursors(PREFIX, moved)
+            self._saved.update(moved)
+            self._last_save = time.monotonic()
 
     def _open(self) -> None:
         conn = psycopg.connect(self._info, autocommit=True)
@@ -283,9 +303,8 @@ class Replicator:
             return 0
         with self._conn.transaction():
             ingest(self._conn, self.no, self.origin, batch)
-        moved = batch.last_ids()
-        self.log.advance_cursors(PREFIX, moved)  # only now: a crash before this resends the batch, which the plant skips
-        self._cursors.update(moved)
+        # Only now, after the plant's commit: a crash before the cursors are saved resends rows the plant then skips.
+        self._cursors.update(batch.last_ids())
         if users_key is not None:
             self._users_sent = users_key
         self.shipped += len(batch.inspections)
@@ -297,7 +316,6 @@ class Replicator:
         if after >= upto or time.monotonic() < self._pictures_due:
             return 0
         if self.picture_store is None:
-            self.log.advance_cursors(PREFIX, {"pictures": upto})
             self._cursors["pictures"] = upto
             return 0
         rows = [r for r in self.log.logged_after(after, min(self.batch, 50)) if r["id"] <= upto]
@@ -331,7 +349,6 @@ class Replicator:
         with self._conn.transaction():
             for args in copied:
                 record_picture(self._conn, *args)
-        self.log.advance_cursors(PREFIX, {"pictures": last})
         self._cursors["pictures"] = last
         return len(copied) or 1
 
