@@ -211,6 +211,7 @@ class Station:
         self._last_frame_seq = -1
         self._last_inspected_seq = -1
         self._engineering = 0  # editors open (settings, recipes)
+        self._stepped_from = -1  # continuous mode on a folder: the frame it last stepped on from
 
     # -- settings: the file's, plus this run's command-line overrides ---------------------------
 
@@ -612,15 +613,6 @@ class Station:
             self._continuous = on
             self._wake.notify_all()
         self._emit(ContinuousChanged(on, reason))
-        feed = self.feed
-        latest = feed.latest() if feed is not None else None
-        if on and feed is not None and feed.is_pictures and latest is not None and latest.seq <= self._last_inspected_seq:
-            # The picture on screen is inspected already: continuous mode goes on with the next one.
-            if feed.at_end:
-                self.set_continuous(False, "the last picture of the folder is inspected already")
-                self._emit(SourceEnded("every picture of the folder is inspected"))
-            else:
-                feed.step(1)
 
     def inspect_frame(self, frame: FeedFrame, job: Job, recipe: Recipe | None = None) -> InspectionResult:
         """Judge and log one frame now, on the caller's thread (the worker and `python -m app inspect` use it).
@@ -699,6 +691,16 @@ class Station:
         if feed is None:
             self.set_continuous(False, "no source")
             return
+        if feed.is_pictures:
+            # A folder moves on only here, on the worker: the picture shown is inspected, so step once to the next.
+            latest = feed.latest()
+            if latest is not None and latest.seq <= self._last_inspected_seq and self._stepped_from != latest.seq:
+                if feed.at_end:
+                    self.set_continuous(False, "every picture of the folder is inspected")
+                    self._emit(SourceEnded("every picture of the folder is inspected"))
+                    return
+                self._stepped_from = latest.seq
+                feed.step(1)
         frame = feed.wait_newer(self._last_inspected_seq, timeout=0.2)
         if frame is None:
             if feed.state in (ENDED, FAILED):
@@ -719,13 +721,6 @@ class Station:
             feed.ack(frame.seq)
         if not done:
             self.set_continuous(False, "an inspection failed")
-            return
-        if feed.is_pictures:
-            if feed.at_end:
-                self.set_continuous(False, "every picture of the folder is inspected")
-                self._emit(SourceEnded("every picture of the folder is inspected"))
-            else:
-                feed.step(1)
 
     def _run_job(self, job: Job, frame: FeedFrame) -> bool:
         self._last_inspected_seq = max(self._last_inspected_seq, frame.seq)
