@@ -194,6 +194,7 @@ class Station:
         self.recipes: RecipeBook | None = None
         self.recipe: Recipe | None = None
         self.outputs = None  # app.outputs.OutputWorker when sinks are configured
+        self.replicator = None  # app.store.replicator.Replicator when a plant database is configured
         self.feed: LiveFeed | None = None
         self._detectors: dict[str, Detector] = {}
         self._model_errors: dict[str, str] = {}
@@ -326,6 +327,7 @@ class Station:
         self._select_start_recipe()
         self._model_for(self.recipe)  # load now: a bad model file is said at start, not at the first part
         self._start_outputs()
+        self._start_replication()
         if open_configured_source and self.settings.source:
             try:
                 self.open_source(self.settings.source)
@@ -363,6 +365,8 @@ class Station:
                 if status.backlog_rows:
                     log.warning("%s: %d results not delivered yet; they wait in the log for the next start",
                                 status.name, status.backlog_rows)
+        if self.replicator is not None:
+            delivered &= self.replicator.stop(drain=drain, timeout=timeout)
         self._write_status()
         if self.store is not None:
             self.store.close()
@@ -411,6 +415,20 @@ class Station:
                 self.problems.append(f"The active recipe {wanted!r} does not exist any more; using {available[0].name!r}.")
             recipe = available[0]
         self.recipe = recipe
+
+    def _start_replication(self) -> None:
+        """Store-and-forward to the plant database when the settings name one (the station logs locally first)."""
+        if self.store is None:
+            return
+        from app.store.replicator import replicator_from_settings
+
+        try:
+            self.replicator = replicator_from_settings(self.store, self.settings)
+            if self.replicator is not None:
+                self.replicator.start()
+        except ValueError as exc:
+            self.replicator = None
+            self.problems.append(f"Plant database replication not started: {exc}")
 
     def _start_outputs(self) -> None:
         urls = list(dict.fromkeys([*self.settings.sinks, *self._sinks]))
@@ -637,6 +655,8 @@ class Station:
                                    trigger=job.trigger, job_id=job.job_id, frame_warnings=frame.warnings or None)
         if result.inspection_id is not None and self.outputs is not None:
             self.outputs.notify()
+        if result.inspection_id is not None and self.replicator is not None:
+            self.replicator.notify()
         return result
 
     def _work(self) -> None:
@@ -808,8 +828,19 @@ class Station:
     def status(self) -> StationStatus:
         recipe = self.recipe
         return StationStatus(self._state, self._detail, recipe.name if recipe else "", recipe.version if recipe else 0,
-                             self.feed.source.name if self.feed is not None else "", self._continuous,
-                             self.outputs.status() if self.outputs is not None else [])
+                             self.feed.source.name if self.feed is not None else "", self._continuous, self.output_status())
+
+    def output_status(self) -> list:
+        """Each result output's and the plant database's backlog (app.outputs.worker.OutputStatus each)."""
+        out = list(self.outputs.status()) if self.outputs is not None else []
+        if self.replicator is not None:
+            out.append(self.replicator.status())
+        return out
+
+    def warnings(self) -> list[str]:
+        """What the operator should see now (e.g. the plant database has been behind for too long)."""
+        warning = self.replicator.warning() if self.replicator is not None else None
+        return [warning] if warning else []
 
     def _write_status(self) -> None:
         """The state for `python -m app status`, in a small file beside the log (written atomically)."""

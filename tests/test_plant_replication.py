@@ -271,3 +271,35 @@ def test_settings_make_the_replicator(plant_db, tmp_path, monkeypatch):
         assert not r.stop(drain=True, timeout=1) and r.status().backlog_rows == 1
     with psycopg.connect(plant_db.owner_url) as conn:
         assert conn.execute("SELECT count(*) FROM stations WHERE name = 'line-9'").fetchone()[0] == 0
+
+
+def test_a_running_station_replicates_what_it_logs(plant_db, tmp_path, monkeypatch, detector):
+    """The Station starts the replicator from its settings: inspections it logs reach the plant, the backlog shows."""
+    from synthetic import write_part_pictures
+
+    from app.station import InspectionDone, Job, Station
+
+    url, _ = station_login(plant_db, tmp_path, "line5")
+    monkeypatch.setenv("LINE5_PW", plant_db.password("line5"))
+    folder = tmp_path / "parts"
+    write_part_pictures(folder, n=2)
+    settings = StationSettings(station_name="line-5", source=str(folder), data_dir=str(tmp_path / "data"),
+                               plant_db_url=url, plant_db_password_env="LINE5_PW")
+    station = Station(settings, config_path=tmp_path / "station.json", detector=detector)
+    done = []
+    station.subscribe(lambda e: done.append(e) if isinstance(e, InspectionDone) else None)
+    station.start()
+    try:
+        assert station.replicator is not None and station.problems == []
+        assert wait_for(lambda: station.feed.latest() is not None and station.state.value == "ready", 20)
+        for i in range(3):
+            assert station.trigger(Job("line", job_id=f"J{i}"))
+            assert wait_for(lambda i=i: len(done) > i and not station.busy, 30)
+        names = [o.name for o in station.output_status()]
+        assert "plant database" in names
+        assert wait_for(lambda: plant_db.scalar("SELECT count(*) FROM inspections") == 3, 30)
+    finally:
+        assert station.stop(drain=True, timeout=30)
+    with psycopg.connect(plant_db.owner_url) as conn:
+        jobs = [r[0] for r in conn.execute("SELECT job_id FROM inspections ORDER BY arrival")]
+    assert jobs == ["J0", "J1", "J2"]

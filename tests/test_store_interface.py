@@ -36,7 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 # Modules that use the log: none of them may hold SQL or a connection of its own.
 CALLERS = ["app/review.py", "app/users.py", "app/audit.py", "app/reports.py", "app/settings_audit.py",
            "app/training_export.py", "app/ui/gallery.py", "app/ui/trends.py", "app/cli/audit.py", "app/cli/users.py",
-           "app/cli/export_csv.py", "app/cli/export_training_set.py"]
+           "app/cli/export_csv.py", "app/cli/export_training_set.py",
+           "app/ui/plant_window.py"]
 SQL = re.compile(r"\bimport sqlite3\b|sqlite3\.|\bSELECT\b|\bINSERT\s+INTO\b|\bUPDATE\s+\w+\s+SET\b|\bDELETE\s+FROM\b|"
                  r"\bPRAGMA\b|\.query\(|\.transaction\(|\.execute\(")
 

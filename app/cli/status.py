@@ -45,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
         with InspectionStore(db, read_only=True) as store:
             rows = store.report_inspections(lo, hi)
             outputs = []
+            if settings.plant_db_url:  # the plant database: its own cursor beside the outputs'
+                backlog, oldest = store.output_backlog("plant:inspections")
+                outputs.append({"output": "plant database", "backlog": backlog, "oldest_age_s": _age(oldest)})
             for url in dict.fromkeys([*settings.sinks]):
                 try:
                     name = open_output(url).name
@@ -52,10 +55,7 @@ def run(args: argparse.Namespace) -> int:
                     outputs.append({"output": url, "error": str(exc)})
                     continue
                 backlog, oldest = store.output_backlog(name)
-                age = None
-                if oldest:
-                    age = (datetime.now(timezone.utc) - datetime.fromisoformat(oldest.replace("Z", "+00:00"))).total_seconds()
-                outputs.append({"output": name, "backlog": backlog, "oldest_age_s": None if age is None else round(age, 1)})
+                outputs.append({"output": name, "backlog": backlog, "oldest_age_s": _age(oldest)})
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -87,3 +87,10 @@ def run(args: argparse.Namespace) -> int:
                                                    if o["backlog"] else "all delivered"))
         print(f"log {db}")
     return 0 if running and state in ("ready", "busy") else 1
+
+
+def _age(oldest: str | None) -> float | None:
+    """Seconds since a log time (None: nothing waiting)."""
+    if not oldest:
+        return None
+    return round((datetime.now(timezone.utc) - datetime.fromisoformat(oldest.replace("Z", "+00:00"))).total_seconds(), 1)

@@ -72,6 +72,7 @@ from detector.regions import Roi
 
 POLL_MS = 30  # GUI refresh of the live picture (~33 Hz)
 IDLE_CHECK_MS = 1000
+OUTPUTS_REFRESH_S = 0.5
 NO_CAMERA_HINT = (
     "No camera found.\n\nThe station is in file mode: open pictures, a folder or a video with "
     "File ▸ Open (Ctrl+O, Ctrl+Shift+O), or set a camera or stream in Settings (Ctrl+,)."
@@ -142,6 +143,7 @@ class StationWindow(QMainWindow):
         self._shown: FeedFrame | None = None  # the live frame on screen
         self._probing_camera = False
         self._problems: list[str] = list(warnings or [])
+        self._outputs_shown_at = 0.0
         self._click_time: float | None = None
         self._login = None
         self.last_click_to_verdict_ms: float | None = None
@@ -720,10 +722,15 @@ class StationWindow(QMainWindow):
             self.fps_label.setText((f"{fps:.1f} fps · " if fps else "") + health_text(health()))
         else:
             self.fps_label.setText(f"camera {fps:.1f} fps" if fps else "")
-        outputs = self.station.outputs.status() if self.station.outputs is not None else []
-        self.outputs_label.setText(" ".join(
-            f"⇢ {o.name}: {o.backlog_rows} waiting" + (f", oldest {o.oldest_age_s:.0f} s" if o.oldest_age_s else "")
-            if o.backlog_rows else f"⇢ {o.name}: delivered" for o in outputs))
+        now = time.monotonic()
+        if now >= self._outputs_shown_at + OUTPUTS_REFRESH_S:  # backlog queries: a few times a second is plenty
+            self._outputs_shown_at = now
+            outputs = self.station.output_status()
+            warnings = self.station.warnings()
+            self.outputs_label.setText(" ".join(
+                f"⇢ {o.name}: {o.backlog_rows} waiting" + (f", oldest {o.oldest_age_s:.0f} s" if o.oldest_age_s else "")
+                if o.backlog_rows else f"⇢ {o.name}: delivered" for o in outputs) + "".join(f"  ⚠ {w}" for w in warnings))
+            self.outputs_label.setStyleSheet("color:#b71c1c; font-weight:bold;" if warnings else "")
 
     # -- inspecting ---------------------------------------------------------------
 
