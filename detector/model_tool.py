@@ -1,97 +1,52 @@
-"""`python -m detector model`: show a model file's metadata, change how it runs, re-validate.
+"""Changing how a model file runs after training (flip test, NMS, threshold, name), with provenance.
 
-    python -m detector model MODEL.pth                       # print metadata and validation
-    python -m detector model MODEL.pth --flip-test on --nms-iou 0.5 --validate runs/data/val
-
-Changing how a model runs (flip test, NMS, default threshold) changes its accuracy,
-so the card's validation figures are re-measured (`--validate`) or dropped.
+Changing how a model runs changes its accuracy, so the file's validation
+figures are re-measured on a validation split or dropped. The command line is
+`python -m detector model` (`detector.cli.model`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from detector.model_file import nms_iou_argument
+from detector.model_file import ModelFile
 
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "model",
-        help="show a model file's metadata; change its flip test / NMS / threshold and re-validate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("model", type=Path, help="station model file (.pth)")
-    p.add_argument("--flip-test", choices=["on", "off"],
-                   help="average over mirror images at inference (more accurate, 3x the compute)")
-    p.add_argument("--nms-iou", type=nms_iou_argument, default=argparse.SUPPRESS, metavar="IOU|off",
-                   help="class-wise NMS of the decoded boxes at this IoU, or 'off' (every heatmap peak is a box)")
-    p.add_argument("--threshold", type=float, help="default confidence threshold (0..1)")
-    p.add_argument("--name", help="model name")
-    p.add_argument("--validate", type=Path, metavar="SPLIT_DIR",
-                   help="re-measure validation AP on a split folder of `detector dataset` (annotations.json + images/)")
-    p.add_argument("--write-card", action="store_true",
-                   help="re-write the model card (MODEL.md) from the file, e.g. after making its int8 variant")
-    p.set_defaults(func=run)
+# Metadata fields whose change invalidates the recorded validation figures.
+ACCURACY_SETTINGS = ("flip_test", "nms_iou", "default_threshold")
 
 
-def run(args: argparse.Namespace) -> int:
+def change_settings(path: Path, model: ModelFile, changes: dict[str, Any], *, validate: Path | None = None,
+                    command: str = "") -> ModelFile:
+    """Apply `changes` (ModelMetadata fields) to `model`, loaded from `path`, and save it there with its card.
+
+    The changes are listed in the file's training record with `command`. With
+    `validate` (a split folder of `detector dataset`) validation is re-measured
+    with the new settings; otherwise it is dropped when an ACCURACY_SETTINGS
+    field changes. `model` is updated in place and returned.
+    """
     from detector.model_card import write_model_card
-    from detector.model_file import load_model_file, save_model_file
+    from detector.model_file import save_model_file
 
-    try:
-        model = load_model_file(args.model)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     meta = model.metadata
-    changes = {}
-    if args.flip_test is not None:
-        changes["flip_test"] = args.flip_test == "on"
-    if hasattr(args, "nms_iou"):  # given (SUPPRESS: absent otherwise); None means off
-        changes["nms_iou"] = args.nms_iou
-    if args.threshold is not None:
-        if not 0.0 <= args.threshold <= 1.0:
-            print(f"error: --threshold must be within 0..1, got {args.threshold}", file=sys.stderr)
-            return 2
-        changes["default_threshold"] = args.threshold
-    if args.name:
-        changes["name"] = args.name
-    if changes or args.validate:
-        training = dict(meta.training)
-        if any(k in changes for k in ("flip_test", "nms_iou", "default_threshold")) and not args.validate:
-            training.pop("validation", None)  # measured under other settings: no longer true
-            print("note: validation figures dropped (they were measured with other settings); use --validate",
-                  file=sys.stderr)
-        if changes:  # provenance: the card lists what was changed after training, and how
-            from datetime import datetime, timezone
+    training = dict(meta.training)
+    if any(k in changes for k in ACCURACY_SETTINGS) and not validate:
+        training.pop("validation", None)  # measured under other settings: no longer true
+    if changes:  # provenance: the card lists what was changed after training, and how
+        from datetime import datetime, timezone
 
-            training["settings_changes"] = [*training.get("settings_changes", []), {
-                "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "changes": dict(changes),
-                "command": "python -m detector " + " ".join(getattr(args, "argv", None) or sys.argv[1:]),
-            }]
-        model.metadata = replace(meta, training=training, **changes)
-        save_model_file(args.model, model)
-        if args.validate:
-            from detector.train import validate_model_file
+        training["settings_changes"] = [*training.get("settings_changes", []), {
+            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "changes": dict(changes),
+            "command": command,
+        }]
+    model.metadata = replace(meta, training=training, **changes)
+    save_model_file(path, model)
+    if validate:
+        from detector.train import validate_model_file
 
-            training["validation"] = validate_model_file(args.model, args.validate)  # `training` is model's dict
-            save_model_file(args.model, model)
-        write_model_card(args.model)
-    elif args.write_card:
-        write_model_card(args.model)
-    meta = model.metadata
-    print(f"{args.model}: {meta.name}, classes {', '.join(meta.class_names)}, input {meta.input_size}, "
-          f"threshold {meta.default_threshold}, flip test {'on' if meta.flip_test else 'off'}, "
-          f"NMS {meta.nms_iou if meta.nms_iou is not None else 'off'}, created {meta.created}")
-    val = meta.training.get("validation")
-    if val:
-        print("validation: " + json.dumps({k: round(v["ap50"], 3) for k, v in val["classes"].items()})
-              + f", mAP50 {val['map50']:.3f}, mAP {val['map']:.3f}, flip test {'on' if val.get('flip_test') else 'off'}, "
-              f"NMS {val.get('nms_iou') or 'off'}")
-    return 0
+        training["validation"] = validate_model_file(path, validate)  # `training` is model's dict
+        save_model_file(path, model)
+    write_model_card(path)
+    return model

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,28 +133,21 @@ def process_age() -> float:
     return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
 
 
-def run_recipe(args: argparse.Namespace) -> int:
+def run_recipe(recipe: Recipe, source: Path, work_dir: Path, *, out: Path | None = None, resume: bool = False,
+               seed: int = 0, device: str = "auto", threads: int | None = None, command: str = "") -> int:
+    """Run `recipe` on the labelled pictures at `source` in `work_dir`; the exit status of the step that failed, or 0.
+
+    `out`: the final model file (default WORK_DIR/model.pth). `resume` skips
+    the finished steps and resumes the one that was not. `seed`, `device` and
+    `threads` go to every training stage; `command` is recorded in recipe.json.
+    """
     from detector.cli import main
 
-    try:
-        recipe = load_recipe(args.recipe)
-    except (FileNotFoundError, RecipeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.data is not None or args.launcher != "none" or args.init_from:
-        print("error: --recipe makes its own data set and runs in one process: leave out --data, --launcher, --init-from",
-              file=sys.stderr)
-        return 2
-    source = args.source or recipe.source
-    if source is None or not source.exists():
-        print(f"error: pictures not found: {source} (give --source)", file=sys.stderr)
-        return 2
-    work = args.work_dir.resolve()
+    work = Path(work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     state_path = work / "recipe.json"
-    state = json.loads(state_path.read_text()) if args.resume and state_path.is_file() else {}
-    state.update(recipe=str(recipe.path), source=str(Path(source).resolve()),
-                 command="python -m detector " + " ".join(getattr(args, "argv", None) or sys.argv[1:]))
+    state = json.loads(state_path.read_text()) if resume and state_path.is_file() else {}
+    state.update(recipe=str(recipe.path), source=str(Path(source).resolve()), command=command)
     state.setdefault("steps", {})
     # Starting Python, torch and this command: counted once, on the first run of a work dir.
     state["steps"].setdefault("startup", {"cpu_s": round(cpu_seconds(), 1), "wall_s": round(process_age(), 1)})
@@ -172,8 +164,8 @@ def run_recipe(args: argparse.Namespace) -> int:
         state["steps"]["data"] = {"cpu_s": round(cpu_seconds() - cpu, 1), "wall_s": round(time.monotonic() - wall, 1)}
         save_state()
 
-    common = ["--data", str(data), "--name", recipe.name, *as_argv(recipe.model), "--seed", str(args.seed)]
-    common += ["--device", args.device] + (["--threads", str(args.threads)] if args.threads else [])
+    common = ["--data", str(data), "--name", recipe.name, *as_argv(recipe.model), "--seed", str(seed)]
+    common += ["--device", device] + (["--threads", str(threads)] if threads else [])
     previous = None
     for i, stage in enumerate(recipe.stages, 1):
         stage_dir = work / f"stage{i}"
@@ -182,7 +174,7 @@ def run_recipe(args: argparse.Namespace) -> int:
             argv = ["train", *common, "--work-dir", str(stage_dir), *as_argv(stage)]
             if previous is not None:
                 argv += ["--init-from", str(previous)]
-            resuming = args.resume and (stage_dir / "last_checkpoint").is_file()
+            resuming = resume and (stage_dir / "last_checkpoint").is_file()
             code = main([*argv, "--resume"] if resuming else argv)
             if code:
                 return code
@@ -190,7 +182,7 @@ def run_recipe(args: argparse.Namespace) -> int:
             save_state()
         previous = stage_dir / "model.pth"
 
-    out = (args.out or work / "model.pth").resolve()
+    out = (out or work / "model.pth").resolve()
     state["curve"] = combined_curve(state, len(recipe.stages), work)
     state["cpu_s"] = round(sum(step["cpu_s"] for step in state["steps"].values()), 1)
     state["wall_s"] = round(sum(step["wall_s"] for step in state["steps"].values()), 1)

@@ -7,72 +7,55 @@ card, made from the best checkpoint.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from detector.configs import config_path
-from detector.model_file import nms_iou_argument
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "train",
-        help="fine-tune CenterNet on a data set made by `detector dataset`",
-        description=(
-            "Fine-tune MMDetection's CenterNet on a folder written by `python -m detector dataset` "
-            "(train/ and val/ with COCO annotations). Validates every epoch (COCO AP50 per class), keeps "
-            "the best checkpoint, and writes the station's model file and model card from it. "
-            "For several GPUs or machines, start it under torchrun with --launcher pytorch."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--data", type=Path, help="data set folder from `detector dataset` (not with --recipe)")
-    p.add_argument("--recipe", help="run a whole schedule from detector/recipes (name or .toml path): data set from "
-                                    "--source, then every stage, into WORK_DIR; see `detector/recipes/README.md`")
-    p.add_argument("--source", type=Path, help="with --recipe: the labelled pictures (default: the recipe's source)")
-    p.add_argument("--config", default="centernet_mobilenetv2",
-                   help="config name in detector/configs (centernet_mobilenetv2, centernet_r18) or a path")
-    p.add_argument("--work-dir", required=True, type=Path, help="folder for logs and checkpoints")
-    p.add_argument("--out", type=Path, help="model file to write from the best checkpoint (default WORK_DIR/model.pth)")
-    p.add_argument("--epochs", type=int, help="number of epochs (config default if omitted)")
-    p.add_argument("--batch-size", type=int, help="images per batch per process")
-    p.add_argument("--lr", type=float, help="peak learning rate of AdamW")
-    p.add_argument("--input-size", type=int, help="square network input size in pixels (multiple of 32)")
-    p.add_argument("--max-minutes", type=float, help="stop after the epoch in which this much wall time is used")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in WORK_DIR")
-    p.add_argument("--init-from", type=Path, metavar="MODEL.pth",
-                   help="start from a station model file (e.g. the shipped one) instead of ImageNet weights: "
-                        "fine-tuning on a plant's own pictures")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--flip-test", action="store_true",
-                   help="the model file runs with flip test (mirror averaging; validated that way too)")
-    p.add_argument("--nms-iou", type=nms_iou_argument, default=DEFAULT_NMS_IOU, metavar="IOU|off",
-                   help="the model file suppresses a box overlapping a higher-scoring box of its class by more than "
-                        "this IoU ('off' keeps every heatmap peak)")
-    p.add_argument("--keep", default="best", choices=["best", "last"],
-                   help="checkpoint the model file is made from: the epoch with the best validation AP50, or the last "
-                        "epoch (a fixed schedule: nothing is picked on the validation split)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                   help="bf16: forward pass under bfloat16 autocast (weights and optimizer stay fp32); "
-                        "1.5-1.7x faster on CPUs with AMX/AVX-512 BF16 (benchmarks/bench_train.py)")
-    p.add_argument("--name", help="model name recorded in the model file (default: config name)")
-    p.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm", "mpi"],
-                   help="distributed launcher; use 'pytorch' under torchrun")
-    p.set_defaults(func=run)
-
 
 # Big pit clusters give CenterNet several heatmap peaks, i.e. duplicate boxes.
 # Class-wise NMS at the textbook 0.5, measured on the NEU validation split:
 # pit AP50 0.799 -> 0.871 and scratch 0.920 -> 0.910 (shipped 256-px model),
 # pit 0.827 -> 0.841 and scratch 0.861 -> 0.865 (the 192-px model before it).
 DEFAULT_NMS_IOU = 0.5
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """One training run; each field is the `python -m detector train` option of the same name."""
+
+    data: Path  # data set folder from `detector dataset`
+    work_dir: Path
+    config: str = "centernet_mobilenetv2"
+    out: Path | None = None  # default WORK_DIR/model.pth
+    epochs: int | None = None  # None: the config's
+    batch_size: int | None = None
+    lr: float | None = None
+    input_size: int | None = None
+    max_minutes: float | None = None
+    device: str = "auto"
+    resume: bool = False
+    init_from: Path | None = None
+    seed: int = 0
+    flip_test: bool = False
+    nms_iou: float | None = DEFAULT_NMS_IOU
+    keep: str = "best"  # or "last"
+    precision: str = "fp32"  # or "bf16"
+    name: str | None = None  # default: the config's name
+    launcher: str = "none"
+    command: str = ""  # recorded in the model file
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_path: Path
+    checkpoint: Path  # the one the model file was made from
+    train_seconds: float
+    card: Path
+    validation: dict
 
 
 def _set_input_size(cfg, size: int) -> None:
@@ -87,12 +70,12 @@ def _set_input_size(cfg, size: int) -> None:
                 step.size = (size, size)
 
 
-def build_config(args: argparse.Namespace):
-    """The MMEngine config for this run: repo config + command-line overrides."""
+def build_config(options: TrainOptions):
+    """The MMEngine config for this run: repo config + the options' overrides."""
     from mmengine.config import Config
 
-    cfg = Config.fromfile(str(config_path(args.config)))
-    data_root = args.data.resolve()
+    cfg = Config.fromfile(str(config_path(options.config)))
+    data_root = options.data.resolve()
     for split in ("train", "val"):
         if not (data_root / split / "annotations.json").is_file():
             raise FileNotFoundError(
@@ -108,44 +91,44 @@ def build_config(args: argparse.Namespace):
     val_ann = str(data_root / "val" / "annotations.json")
     cfg.val_evaluator.ann_file = val_ann
     # Beside MMDetection's COCO metric: per-class AP50 with the station's NMS, every epoch.
-    cfg.val_evaluator = [cfg.val_evaluator, dict(type="StationAP50Metric", ann_file=val_ann, nms_iou=args.nms_iou)]
+    cfg.val_evaluator = [cfg.val_evaluator, dict(type="StationAP50Metric", ann_file=val_ann, nms_iou=options.nms_iou)]
     cfg.test_evaluator = cfg.val_evaluator
     # The config's fixed visualizer name would make a second run in the same process
     # write its scalars into the first run's folder (MMEngine reuses named instances).
-    cfg.visualizer.name = f"visualizer:{cfg_work_dir(args)}:{time.time_ns()}"
+    cfg.visualizer.name = f"visualizer:{cfg_work_dir(options)}:{time.time_ns()}"
     cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="TrainingClockHook"), dict(type="ChannelsLastHook")]
-    if args.precision == "bf16":
+    if options.precision == "bf16":
         cfg.optim_wrapper.type = "Bf16OptimWrapper"
-    cfg.work_dir = cfg_work_dir(args)
-    if args.input_size:
-        _set_input_size(cfg, args.input_size)
-    if args.epochs:
-        cfg.train_cfg.max_epochs = args.epochs
+    cfg.work_dir = cfg_work_dir(options)
+    if options.input_size:
+        _set_input_size(cfg, options.input_size)
+    if options.epochs:
+        cfg.train_cfg.max_epochs = options.epochs
         for sched in cfg.param_scheduler:
             if sched.type == "CosineAnnealingLR":
-                sched.end = args.epochs
-    if args.batch_size:
-        cfg.train_dataloader.batch_size = args.batch_size
-    if args.lr:
-        cfg.optim_wrapper.optimizer.lr = args.lr
-    if args.max_minutes:
-        cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="TimeBudgetHook", minutes=args.max_minutes)]
-    cfg.randomness = dict(seed=args.seed)
-    cfg.launcher = args.launcher
-    if args.launcher != "none" and not _uses_cuda(args.device):
+                sched.end = options.epochs
+    if options.batch_size:
+        cfg.train_dataloader.batch_size = options.batch_size
+    if options.lr:
+        cfg.optim_wrapper.optimizer.lr = options.lr
+    if options.max_minutes:
+        cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="TimeBudgetHook", minutes=options.max_minutes)]
+    cfg.randomness = dict(seed=options.seed)
+    cfg.launcher = options.launcher
+    if options.launcher != "none" and not _uses_cuda(options.device):
         # CPU processes talk over gloo (NCCL is GPU-only), and DDP must not be
         # given a device id on CPU.
         cfg.env_cfg.dist_cfg = dict(backend="gloo")
         cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False,
                                      find_unused_parameters=False)
-    cfg.resume = bool(args.resume)
-    if args.init_from and not args.resume:
-        cfg.load_from = str(_model_file_as_checkpoint(args.init_from, args.work_dir.resolve() / "init_weights.pth"))
-        cfg.pretrained = f"model file {args.init_from.name}"
-    elif cfg.get("pretrained") and not args.resume:
+    cfg.resume = bool(options.resume)
+    if options.init_from and not options.resume:
+        cfg.load_from = str(_model_file_as_checkpoint(options.init_from, options.work_dir.resolve() / "init_weights.pth"))
+        cfg.pretrained = f"model file {options.init_from.name}"
+    elif cfg.get("pretrained") and not options.resume:
         from detector.pretrained import write_mmdet_checkpoint
 
-        cfg.load_from = str(write_mmdet_checkpoint(cfg.pretrained, args.work_dir.resolve() / "pretrained_backbone.pth"))
+        cfg.load_from = str(write_mmdet_checkpoint(cfg.pretrained, options.work_dir.resolve() / "pretrained_backbone.pth"))
     return cfg
 
 
@@ -158,8 +141,8 @@ def data_classes(data_root: Path) -> tuple[str, ...]:
     return tuple(c["name"] for c in categories)
 
 
-def cfg_work_dir(args: argparse.Namespace) -> str:
-    return str(args.work_dir.resolve())
+def cfg_work_dir(options: TrainOptions) -> str:
+    return str(options.work_dir.resolve())
 
 
 def _uses_cuda(device: str) -> bool:
@@ -168,7 +151,7 @@ def _uses_cuda(device: str) -> bool:
     return device != "cpu" and torch.cuda.is_available()
 
 
-def _init_cpu_process_group(args: argparse.Namespace) -> None:
+def _init_cpu_process_group(options: TrainOptions) -> None:
     """Join torchrun's process group over gloo for CPU training.
 
     MMEngine's own pytorch launcher calls torch.cuda.set_device, which a
@@ -176,7 +159,7 @@ def _init_cpu_process_group(args: argparse.Namespace) -> None:
     """
     import torch.distributed as dist
 
-    if args.launcher == "pytorch" and not _uses_cuda(args.device) and not dist.is_initialized():
+    if options.launcher == "pytorch" and not _uses_cuda(options.device) and not dist.is_initialized():
         dist.init_process_group(backend="gloo")
 
 
@@ -296,95 +279,82 @@ def read_curve(work_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
-def run(args: argparse.Namespace) -> int:
+def train(options: TrainOptions, cfg=None, *, began: tuple[float, float] | None = None) -> TrainResult | None:
+    """Train with MMEngine's Runner, then write the model file and its card from the kept checkpoint.
+
+    `cfg`: `build_config(options)` when not given. `began`: (CPU seconds of the
+    process, time.monotonic()) when the command began, so the file's cost
+    totals include the set-up (default: now). Returns None in processes other
+    than rank 0 of a distributed run.
+    """
     import torch
 
-    if args.recipe:
-        from detector.recipe import run_recipe
-
-        return run_recipe(args)
-    if args.data is None:
-        print("error: give --data (a folder from `python -m detector dataset`) or --recipe", file=sys.stderr)
-        return 2
     from detector.mm_modules import TrainingClockHook
 
-    cpu_at_start, wall_at_start = TrainingClockHook.cpu_seconds(), time.monotonic()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    elif args.device == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda but CUDA is not available", file=sys.stderr)
-        return 2
-    try:
-        cfg = build_config(args)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.resume:
+    cpu_at_start, wall_at_start = began or (TrainingClockHook.cpu_seconds(), time.monotonic())
+    if cfg is None:
+        cfg = build_config(options)
+    if options.resume:
         allow_mmengine_checkpoints()
-    _init_cpu_process_group(args)
+    _init_cpu_process_group(options)
 
     from mmengine.runner import Runner
 
-    out = args.out or Path(cfg.work_dir) / "model.pth"
-    earlier_seconds = _earlier_training_seconds(out) if args.resume else 0.0
+    out = options.out or Path(cfg.work_dir) / "model.pth"
+    earlier_seconds = _earlier_training_seconds(out) if options.resume else 0.0
     runner = Runner.from_cfg(cfg)
     started, cpu_started = time.monotonic(), TrainingClockHook.cpu_seconds()
     runner.train()
     train_seconds = time.monotonic() - started + earlier_seconds
     train_cpu, train_wall = TrainingClockHook.cpu_seconds() - cpu_started, time.monotonic() - started
     if runner.rank != 0:
-        return 0
+        return None
 
     work_dir = Path(cfg.work_dir)
-    ckpt = last_checkpoint(work_dir) if args.keep == "last" else best_checkpoint(work_dir)
+    ckpt = last_checkpoint(work_dir) if options.keep == "last" else best_checkpoint(work_dir)
     curve = read_curve(work_dir)
-    summary_path = args.data / "dataset.json"
+    summary_path = options.data / "dataset.json"
     training = {
-        "config": Path(config_path(args.config)).stem,
+        "config": Path(config_path(options.config)).stem,
         "pretrained": cfg.get("pretrained") or "none (random init)",
         "epochs_run": int(runner.epoch),
         "epochs_planned": int(cfg.train_cfg.max_epochs),
-        "time_budget_minutes": args.max_minutes,
+        "time_budget_minutes": options.max_minutes,
         "best_checkpoint": ckpt.name,
-        "kept": args.keep,
+        "kept": options.keep,
         "train_seconds": round(train_seconds, 1),
         # CPU time of this process (rank 0) while training and validating; `curve` has it per epoch.
         "cpu_seconds": curve[-1]["cpu_s"] if curve else None,
-        "precision": args.precision,
+        "precision": options.precision,
         "curve": curve,
         "threads": torch.get_num_threads(),
         "processes": int(runner.world_size),
-        "device": "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu",
+        "device": "cuda" if torch.cuda.is_available() and options.device != "cpu" else "cpu",
         "batch_size": int(cfg.train_dataloader.batch_size),
         "lr": float(cfg.optim_wrapper.optimizer.lr),
         "val_history": _read_val_history(work_dir),
         "dataset": json.loads(summary_path.read_text()) if summary_path.is_file() else {},
     }
-    training["command"] = "python -m detector " + " ".join(getattr(args, "argv", None) or sys.argv[1:])
-    if args.init_from:
-        training["lineage"] = model_lineage(args.init_from)
+    training["command"] = options.command
+    if options.init_from:
+        training["lineage"] = model_lineage(options.init_from)
     training["hardware"] = _hardware()
     # Written twice on purpose: validation runs the finished model file through
     # `Detector` (the station's own path), then its results go into the file.
-    checkpoint_to_model_file(ckpt, cfg, out, args.name or training["config"], training, args.flip_test, args.nms_iou)
-    validation = validate_model_file(out, args.data / "val")
+    checkpoint_to_model_file(ckpt, cfg, out, options.name or training["config"], training, options.flip_test, options.nms_iou)
+    validation = validate_model_file(out, options.data / "val")
     training["validation"] = validation
     # Everything this command cost: the epochs (with their validation, resumed ones
     # included through the curve) plus set-up, the final validation and the card.
     outside = (TrainingClockHook.cpu_seconds() - cpu_at_start - train_cpu, time.monotonic() - wall_at_start - train_wall)
     training["cpu_seconds_total"] = round((curve[-1]["cpu_s"] if curve else train_cpu) + outside[0], 1)
     training["wall_seconds_total"] = round((curve[-1]["wall_s"] if curve else train_wall) + outside[1], 1)
-    checkpoint_to_model_file(ckpt, cfg, out, args.name or training["config"], training, args.flip_test, args.nms_iou)
+    checkpoint_to_model_file(ckpt, cfg, out, options.name or training["config"], training, options.flip_test, options.nms_iou)
 
     from detector.model_card import write_model_card
 
     card = write_model_card(out)
-    print(f"model file written: {out} (from {ckpt.name}, {train_seconds / 60:.1f} min); card: {card}")
-    print("validation AP50: " + ", ".join(f"{k} {v['ap50']:.3f}" for k, v in validation["classes"].items())
-          + f"; mAP50 {validation['map50']:.3f}")
-    return 0
+    return TrainResult(model_path=out, checkpoint=ckpt, train_seconds=train_seconds, card=card, validation=validation)
 
 
 def model_lineage(parent_path: Path) -> list[dict]:

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
+from detector.cli.dataset import register
 from detector.data.annotations import AnnotatedImage, Box
-from detector.data.cli import register
 from detector.data.coco import load_coco, write_coco
 from detector.data.pipeline import build_dataset, detect_format
 from detector.data.split import duplicate_groups, split_train_val

@@ -1,4 +1,4 @@
-"""Tests of detector.evaluate: hand-computed AP, pycocotools cross-check, I/O."""
+"""Tests of detector.evaluate and its command (detector.cli.evaluate): hand-computed AP, pycocotools cross-check, I/O."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-import detector.evaluate as ev
+import detector.cli.evaluate as evaluate_cli
+from detector.cli.evaluate import register, run
 from detector.data.annotations import AnnotatedImage, Box
 from detector.detection import Detection
 from detector.evaluate import (
@@ -20,8 +21,6 @@ from detector.evaluate import (
     evaluate_detections,
     evaluate_model,
     plot_pr_curves,
-    register,
-    run,
     voc_ap,
 )
 
@@ -416,8 +415,8 @@ def test_cli_bad_paths_fail_cleanly(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_cli_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     gts, dets = random_dataset(2, n_images=6)
     model = FakeDetector({str(g.image_path): dets[g.name] for g in gts}, CLASSES)
-    monkeypatch.setattr(ev, "_load_ground_truth", lambda args: gts)
-    monkeypatch.setattr(ev, "_load_detector", lambda args: model)
+    monkeypatch.setattr(evaluate_cli, "_load_ground_truth", lambda args: gts)
+    monkeypatch.setattr(evaluate_cli, "_load_detector", lambda args: model)
     out_json, out_png = tmp_path / "m.json", tmp_path / "pr.png"
     args = make_parser().parse_args(
         ["evaluate", "--data", str(tmp_path), "--json", str(out_json), "--plot", str(out_png)]
@@ -433,7 +432,7 @@ def test_cli_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
     def boom(args: argparse.Namespace) -> None:
         raise KeyError("meta")
 
-    monkeypatch.setattr(ev, "_load_detector", boom)
+    monkeypatch.setattr(evaluate_cli, "_load_detector", boom)
     assert run(args) == 1
     err = capsys.readouterr().err
     assert "could not load the model" in err and "Traceback" not in err
@@ -460,7 +459,7 @@ def test_cli_with_real_voc_loader(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         ]
         for stem, boxes in truth.items()
     }
-    monkeypatch.setattr(ev, "_load_detector", lambda args: FakeDetector(by_path, ["scratch", "pit"]))
+    monkeypatch.setattr(evaluate_cli, "_load_detector", lambda args: FakeDetector(by_path, ["scratch", "pit"]))
     out_json = tmp_path / "metrics.json"
     argv = ["evaluate", "--data", str(root), "--class-map", "scratches=scratch,pitted_surface=pit", "--json", str(out_json)]
     assert run(make_parser().parse_args(argv)) == 0, capsys.readouterr().err

@@ -1,4 +1,9 @@
-"""`python -m detector ...`: data sets, training, evaluation, model files."""
+"""`python -m detector ...`: data sets, training, evaluation, model files.
+
+Every argument parser of the detector lives in this package, one module per
+command (`register(sub)` adds it, `run(args)` runs it); the library modules
+(`detector.train`, `detector.evaluate`, ...) take plain typed arguments.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +12,19 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from detector import evaluate, export, model_tool, quantize, train
-    from detector.data import cli as dataset_cli
+    from detector.cli import dataset, evaluate, export, model, quantize, train
 
     parser = argparse.ArgumentParser(
         prog="python -m detector",
         description="Scratch/pit detector: build data sets, train, evaluate, export.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    dataset_cli.register(sub)
+    dataset.register(sub)
     train.register(sub)
     evaluate.register(sub)
     export.register(sub)
     quantize.register(sub)
-    model_tool.register(sub)
+    model.register(sub)
     return parser
 
 
@@ -30,5 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     return int(args.func(args) or 0)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def command_line(args: argparse.Namespace) -> str:
+    """The command as typed, for the provenance recorded in model files."""
+    return "python -m detector " + " ".join(getattr(args, "argv", None) or sys.argv[1:])

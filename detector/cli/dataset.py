@@ -1,4 +1,4 @@
-"""The `dataset` sub-command: turn labelled pictures into a training data set."""
+"""`python -m detector dataset`: turn labelled pictures into a training data set (`detector.data.pipeline`)."""
 
 from __future__ import annotations
 
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry: `python -m detector.data.cli --source ... --out ...`."""
+    """Stand-alone entry: `python -m detector.cli.dataset --source ... --out ...`."""
     parser = argparse.ArgumentParser(
         prog="detector dataset", description=DESCRIPTION, epilog=EPILOG, formatter_class=_HelpFormatter
     )
