@@ -479,6 +479,12 @@ _PARSERS = {
 }
 
 
+def parse_setting(key: str, value: Any) -> Any:
+    """One setting's value checked as the settings file's is (the settings dialog's fields); ValueError says what is
+    wrong (not for `cameras`)."""
+    return _PARSERS[key](value)
+
+
 def from_dict(data: Any, base: StationSettings) -> tuple[StationSettings, list[str]]:
     """`base` with every valid field of `data` applied; warnings for the rest."""
     warnings: list[str] = []

@@ -54,6 +54,9 @@ log = logging.getLogger("station")
 
 TRIGGERS = ("operator", "continuous", "line")
 STATUS_REFRESH_S = 5.0
+# The settings the plant replicator is made from: changing any restarts it (Station.apply_settings).
+PLANT_SETTINGS = ("plant_db_url", "plant_db_password_file", "plant_db_password_env", "plant_picture_store",
+                  "plant_backlog_warn_minutes")
 
 
 class State(str, Enum):
@@ -264,8 +267,14 @@ class Station:
         self._base = replace(new, **keep)
         self.save_settings(by)
         new = self.settings
-        if new.data_dir != old.data_dir and self._db_override is None:
+        reopen = new.data_dir != old.data_dir and self._db_override is None
+        replicate_anew = reopen or any(getattr(new, k) != getattr(old, k) for k in PLANT_SETTINGS)
+        if replicate_anew:
+            self._stop_replication()  # before the log it reads from is closed
+        if reopen:
             self._open_store()
+        if replicate_anew:
+            self._start_replication()  # problems (a password file that cannot be read, ...) go to self.problems
         if new.model_path != old.model_path:
             self._detectors.clear()
             self._model_errors.clear()
@@ -429,6 +438,12 @@ class Station:
         except ValueError as exc:
             self.replicator = None
             self.problems.append(f"Plant database replication not started: {exc}")
+
+    def _stop_replication(self, timeout: float = 10.0) -> None:
+        """Stop the replicator without waiting for the plant to catch up: what it has not shipped waits in the log."""
+        replicator, self.replicator = self.replicator, None
+        if replicator is not None:
+            replicator.stop(drain=False, timeout=timeout)
 
     def _start_outputs(self) -> None:
         urls = list(dict.fromkeys([*self.settings.sinks, *self._sinks]))

@@ -1,4 +1,4 @@
-"""Settings dialog: the station itself (name, camera, folders, outputs, sign-in); recipes hold the rules.
+"""Settings dialog: the station itself (name, camera, folders, outputs, plant database, sign-in); recipes hold the rules.
 
 Industrial (GenICam) cameras: *Find cameras* lists those this PC sees; picking one makes it the source
 (genicam://DEVICE-ID) and shows its settings block (pixel format, exposure, gain, sensor region, frame rate,
@@ -41,6 +41,7 @@ from app.settings import (
     CameraSettings,
     StationSettings,
     camera_from_dict,
+    parse_setting,
 )
 from detector.images import BIT_DEPTHS
 
@@ -160,10 +161,75 @@ class SettingsDialog(QDialog):
 
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(self._camera_group(settings))
+        groups = QHBoxLayout()  # side by side: the dialog stays short enough for a 1080-pixel screen
+        groups.addWidget(self._camera_group(settings), 1)
+        groups.addWidget(self._plant_group(settings), 1, Qt.AlignmentFlag.AlignTop)
+        layout.addLayout(groups)
         layout.addWidget(QLabel("Regions, model and PASS/FAIL rule of each product type: File ▸ Recipes."))
         layout.addWidget(self.error_label)
         layout.addWidget(buttons)
+
+    # -- the plant database (docs/plant.md) ----------------------------------------------------------
+
+    def _plant_group(self, settings: StationSettings) -> QGroupBox:
+        self.plant_url_edit = QLineEdit(settings.plant_db_url)
+        self.plant_url_edit.setPlaceholderText("off; postgresql://LOGIN@HOST/DB")
+        self.plant_url_edit.setToolTip("plant_db_url: the station's login, host, port and database, never a password (e.g."
+                                       " postgresql://line3@db.plant/inspections); TLS options such as"
+                                       " ?sslmode=verify-full&sslrootcert=... go to libpq as they are")
+        self.plant_password_file_edit = QLineEdit(settings.plant_db_password_file)
+        self.plant_password_file_edit.setPlaceholderText("first line: the password")
+        self.plant_password_file_edit.setToolTip("plant_db_password_file: its first line is the password (chmod 600)")
+        self.plant_password_env_edit = QLineEdit(settings.plant_db_password_env)
+        self.plant_password_env_edit.setPlaceholderText("or: an environment variable")
+        self.plant_password_env_edit.setToolTip("plant_db_password_env (used when no password file is set; with"
+                                                " neither, libpq's ~/.pgpass)")
+        self.plant_store_edit = QLineEdit(settings.plant_picture_store)
+        self.plant_store_edit.setPlaceholderText("none: pictures stay here")
+        self.plant_store_edit.setToolTip("plant_picture_store: the plant's picture share, mounted on this PC")
+        self.plant_warn_spin = QDoubleSpinBox()
+        self.plant_warn_spin.setRange(0.0, 1_000_000.0)
+        self.plant_warn_spin.setDecimals(0)
+        self.plant_warn_spin.setSuffix(" min")
+        self.plant_warn_spin.setSpecialValueText("never")
+        self.plant_warn_spin.setValue(settings.plant_backlog_warn_minutes)
+        self.plant_warn_spin.setToolTip("plant_backlog_warn_minutes: the status bar warns when the oldest inspection"
+                                        " not yet in the plant database has waited this long")
+        form = QFormLayout()
+        form.addRow("Database URL", self.plant_url_edit)
+        form.addRow("Password file", self._with_browse(self.plant_password_file_edit, self._browse_plant_password))
+        form.addRow("Password variable", self.plant_password_env_edit)
+        form.addRow("Picture store", self._with_browse(self.plant_store_edit, self._browse_plant_store))
+        form.addRow("Warn when behind by", self.plant_warn_spin)
+        group = QGroupBox("Plant database (PostgreSQL)")
+        group.setLayout(form)
+        return group
+
+    def _browse_plant_password(self) -> None:
+        start = self.plant_password_file_edit.text().strip()
+        f, _ = QFileDialog.getOpenFileName(self, "Plant database password file", str(Path(start).parent) if start else "")
+        if f:
+            self.plant_password_file_edit.setText(f)
+
+    def _browse_plant_store(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Plant picture store", self.plant_store_edit.text().strip())
+        if d:
+            self.plant_store_edit.setText(d)
+
+    def _plant_fields(self) -> dict:
+        """The plant database fields as settings, checked as the settings file's are; ValueError naming the field."""
+        values = {}
+        for key, what, text in (("plant_db_url", "plant database URL", self.plant_url_edit.text()),
+                                ("plant_db_password_env", "plant database password variable",
+                                 self.plant_password_env_edit.text().strip())):
+            try:
+                values[key] = parse_setting(key, text)
+            except ValueError as exc:
+                raise ValueError(f"{what} {exc}") from None
+        values["plant_db_password_file"] = self.plant_password_file_edit.text().strip()
+        values["plant_picture_store"] = self.plant_store_edit.text().strip()
+        values["plant_backlog_warn_minutes"] = self.plant_warn_spin.value()
+        return values
 
     # -- industrial cameras ----------------------------------------------------------------------
 
@@ -321,6 +387,7 @@ class SettingsDialog(QDialog):
             from app.outputs import open_output
 
             open_output(url)  # ValueError names a bad URL now, not at the next start (nothing connects yet)
+        plant = self._plant_fields()  # ValueError: a URL with a password in it, a bad variable name
         return replace(
             self._settings,
             station_name=station,
@@ -341,6 +408,7 @@ class SettingsDialog(QDialog):
             bit_depth=self.bit_depth_combo.currentData(),
             max_megapixels=self.megapixels_spin.value(),
             cameras=cameras,
+            **plant,
         )
 
     def accept(self) -> None:
