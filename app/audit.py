@@ -97,6 +97,8 @@ class VerifyReport:
     missing_guards: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     anchors: list[str] = field(default_factory=list)  # where each expected head was found
+    found_heads: list[str] = field(default_factory=list)  # the expected heads found in a chain (as given, lower case)
+    unfound_heads: list[str] = field(default_factory=list)  # ... and those found in neither
 
     @property
     def ok(self) -> bool:
@@ -247,10 +249,12 @@ def _check_picture(row: dict, root: Path, problems: list[str]) -> None:
             problems.append(f"picture of inspection #{row['id']} was changed after it was saved: {path}")
 
 
-def verify(log: InspectionLog, expect_heads: Iterable[str] = (), pictures_root: Path | None = None) -> VerifyReport:
+def verify(log: InspectionLog, expect_heads: Iterable[str] = (), pictures_root: Path | None = None, *,
+           unfound_heads_are_problems: bool = True) -> VerifyReport:
     """Walk both chains and cross-check QA's rows and the users (any log; opened read-only is enough).
 
-    `expect_heads`: hashes noted from an earlier verify; each must still be in one of the chains.
+    `expect_heads`: hashes noted from an earlier verify; each must still be in one of the chains (unless
+    `unfound_heads_are_problems` is False: the plant database's heads are each in one of its origins').
     `pictures_root`: the data folder; when given, every saved picture is read and checked against its hash.
     """
     anchors = []
@@ -292,7 +296,10 @@ def verify(log: InspectionLog, expect_heads: Iterable[str] = (), pictures_root: 
     for h in anchors:
         if h in found:
             report.anchors.append(f"expected head {h} is {found[h]}")
-        else:
+            report.found_heads.append(h)
+            continue
+        report.unfound_heads.append(h)
+        if unfound_heads_are_problems:
             problems.append(f"the expected head {h} is not in either chain: the rows up to it were rewritten,"
                             " or the newest rows were removed")
     report.problems = problems

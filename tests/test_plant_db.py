@@ -4,6 +4,7 @@ QA reviews in the plant's own hash chain, reports counted in the database equal 
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import time
 from datetime import date, timedelta, timezone
@@ -387,3 +388,71 @@ def test_an_unreachable_plant_database_is_a_clear_error(pg_server):
     assert time.monotonic() - start < 10
     with pytest.raises(ValueError, match="must start with postgresql://"):
         PlantLog("mysql://db/x")
+
+
+# -- python -m app audit verify --plant ---------------------------------------------------------------
+
+
+def test_audit_verify_plant_checks_every_origin_and_names_the_station_and_row_changed(plant_db, pg_server, tmp_path,
+                                                                                       capsys, monkeypatch):
+    from pg_server import free_port
+
+    from app.cli import main
+
+    for n, name in enumerate(("line-1", "line-2")):
+        with InspectionStore(tmp_path / name / "inspections.sqlite") as store:
+            fill(store, 3 + n, name, utc(2026, 5, 4, 8), pictures=False)
+            login = f"line{n + 1}"
+            replicate(store, plant_db.login(login, "plant_station"), name, password=plant_db.password(login))
+    url = plant_db.login("boss", "plant_report")  # reading is all the check needs
+    password_file = plant_db.password_file(tmp_path, "boss")
+    config = tmp_path / "station.json"
+    config.write_text(json.dumps({"plant_db_url": url, "plant_db_password_env": "BOSS_PW"}))
+    monkeypatch.setenv("BOSS_PW", plant_db.password("boss"))
+
+    def audit(*args: str) -> tuple[int, str]:
+        code = main(["audit", "verify", "--config", str(config), *args])
+        out = capsys.readouterr()
+        return code, out.out + out.err
+
+    code, out = audit("--plant", url, "--password-file", str(password_file))
+    assert code == 0, out
+    lines = out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["plant's own chain", "station line-1", "station line-2", "intact"]
+    assert lines[0] == "plant's own chain: intact: audit trail 0 audit records, empty; inspection log 0 inspections, empty"
+    assert "station line-1: intact: audit trail" in lines[1] and "inspection log 3 inspections, head #3 " in lines[1]
+    assert "inspection log 4 inspections, head #4 " in lines[2]
+    assert lines[3] == f"intact: the plant database {url}: all 3 origins"
+    head = lines[2].split("head #4 ")[1]
+    # --plant alone: the settings' URL and password variable; a head noted from line-2 is found in line-2's chain.
+    code, out = audit("--plant", "--expect-head", head)
+    assert code == 0 and f"note: station line-2: expected head {head} is inspection #4" in out, out
+    code, out = audit("--plant", "--expect-head", "ab" * 16)
+    assert code == 1 and "the expected head " + "ab" * 16 + " is in no chain of the plant database" in out, out
+
+    # Someone with the owner's rights switches the guard off, changes one of line-2's inspections, switches it on.
+    with plant_db.owner() as conn:
+        conn.execute("ALTER TABLE inspections DISABLE TRIGGER inspections_append_only")
+        conn.execute("UPDATE inspections SET part_id = 'P-EDITED' WHERE station = 'line-2' AND local_id = 2")
+        conn.execute("ALTER TABLE inspections ENABLE TRIGGER inspections_append_only")
+    code, out = audit("--plant")
+    assert code == 1, out
+    assert "BROKEN: station line-2: inspection #2 was changed after it was written" in out
+    assert "station line-2: NOT intact: " in out
+    assert "station line-1: intact: " in out and "plant's own chain: intact: " in out
+    assert out.splitlines()[-1] == f"the plant database {url} is NOT intact: station line-2"
+    assert "protective triggers" not in out
+
+    # Nothing to check: a closed port on this machine, no URL anywhere, a password file that is not there.
+    closed = f"postgresql://boss@127.0.0.1:{free_port()}/{plant_db.name}"
+    start = time.monotonic()
+    code, out = audit("--plant", closed, "--password-file", str(password_file))
+    assert code == 2 and out.startswith("error: cannot connect to the plant database") and "Traceback" not in out, out
+    assert len(out.strip().splitlines()) == 1 and time.monotonic() - start < 15
+    config.write_text("{}")
+    code, out = audit("--plant")
+    assert code == 2 and "error: no plant database" in out, out
+    code, out = audit("--plant", url, "--password-file", str(tmp_path / "missing.pw"))
+    assert code == 2 and "cannot read the password file" in out, out
+    code, out = audit("--db", str(tmp_path / "line-1" / "inspections.sqlite"), "--password-env", "BOSS_PW")
+    assert code == 2 and "are for --plant" in out, out

@@ -1052,10 +1052,33 @@ class OriginLog:
         return int(self._rows("SELECT COUNT(*) FROM inspections WHERE id BETWEEN %s AND %s", (self._lo, self._hi))[0][0])
 
 
+def open_plant(url: str | None, settings: Any, *, migrate: bool = True, connect_timeout: float = 10.0) -> PlantLog:
+    """The plant database of `url` (None or "": the settings' plant_db_url), with the settings' password file or
+    variable and picture store (plant mode, `audit verify --plant`). `migrate`: as PlantLog's (False: never change
+    the database, an older schema is refused). StoreError / ValueError say what is wrong."""
+    url = url or settings.plant_db_url
+    if not url:
+        raise ValueError("no plant database: give --plant postgresql://LOGIN@HOST/DB, or set plant_db_url in the settings")
+    password = password_from(file=settings.plant_db_password_file or None, env=settings.plant_db_password_env or None)
+    return PlantLog(url, password=password, picture_store=settings.plant_picture_store or None, migrate=migrate,
+                    connect_timeout=connect_timeout)
+
+
 def verify_plant(log: PlantLog, expect_heads: Iterable[str] = (), pictures_root: Path | None = None) -> dict[str, Any]:
-    """app.audit.verify on each origin of the plant database: {origin name: VerifyReport}, the plant's own first."""
+    """app.audit.verify on each origin of the plant database: {origin name: VerifyReport}, the plant's own first.
+
+    `expect_heads`: hashes noted from an earlier check, each of some origin's chain: one found in any origin is
+    found; one in none is a problem of the plant's own report (which origin lost it cannot be told).
+    """
     from app.audit import verify
 
     heads = list(expect_heads)
     names = [PLANT, *log.stations()]
-    return {name: verify(log.origin(name), heads, pictures_root) for name in names}
+    reports = {name: verify(log.origin(name), heads, pictures_root, unfound_heads_are_problems=False) for name in names}
+    found = {h for r in reports.values() for h in r.found_heads}
+    for h in dict.fromkeys(h for r in reports.values() for h in r.unfound_heads):
+        if h not in found:
+            reports[PLANT].problems.append(f"the expected head {h} is in no chain of the plant database (neither the"
+                                           " plant's own nor any station's): the rows up to it were rewritten, or the"
+                                           " newest rows were removed")
+    return reports

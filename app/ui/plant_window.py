@@ -18,7 +18,7 @@ from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QMainWindow, QTabWidget, QVBoxLayout, QWidget
 
 from app.store import GalleryFilter, StoreError
-from app.store.postgres import ORIGIN_SPAN, PlantLog
+from app.store.postgres import ORIGIN_SPAN, PlantLog, open_plant  # noqa: F401  (open_plant: importable from here too)
 from app.ui.gallery import GalleryWidget
 from app.ui.trends import ReportsWidget
 from app.users import User
@@ -143,15 +143,3 @@ class PlantWindow(QMainWindow):
         except StoreError as exc:
             self.status.showMessage(str(exc))
 
-
-def open_plant(url: str | None, settings, *, connect_timeout: float = 10.0) -> PlantLog:
-    """The plant database of `url` (None or "": the settings' plant_db_url), with the settings' password file or
-    variable and picture store. StoreError / ValueError say what is wrong."""
-    from app.store.postgres import password_from
-
-    url = url or settings.plant_db_url
-    if not url:
-        raise ValueError("no plant database: give --plant postgresql://LOGIN@HOST/DB, or set plant_db_url in the settings")
-    password = password_from(file=settings.plant_db_password_file or None, env=settings.plant_db_password_env or None)
-    return PlantLog(url, password=password, picture_store=settings.plant_picture_store or None,
-                    connect_timeout=connect_timeout)

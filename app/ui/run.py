@@ -72,7 +72,8 @@ def run_plant(args: argparse.Namespace) -> int:
     app = qt_application()
     from PySide6.QtWidgets import QMessageBox
 
-    from app.ui.plant_window import PlantWindow, open_plant
+    from app.store.postgres import open_plant
+    from app.ui.plant_window import PlantWindow
 
     try:
         log = open_plant(args.plant, settings)
