@@ -275,9 +275,8 @@ def test_settings_make_the_replicator(plant_db, tmp_path, monkeypatch):
 
 def test_a_running_station_replicates_what_it_logs(plant_db, tmp_path, monkeypatch, detector):
     """The Station starts the replicator from its settings: inspections it logs reach the plant, the backlog shows."""
-    from synthetic import write_part_pictures
-
     from app.station import InspectionDone, Job, Station
+    from synthetic import write_part_pictures
 
     url, _ = station_login(plant_db, tmp_path, "line5")
     monkeypatch.setenv("LINE5_PW", plant_db.password("line5"))
