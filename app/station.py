@@ -269,12 +269,21 @@ class Station:
         new = self.settings
         reopen = new.data_dir != old.data_dir and self._db_override is None
         replicate_anew = reopen or any(getattr(new, k) != getattr(old, k) for k in PLANT_SETTINGS)
+        outputs_anew = reopen or new.sinks != old.sinks
+        # Both read the log they deliver from: stopped before it is closed, started on the new one. What they
+        # had not delivered stays in the log (their cursors are in it) and goes out when it is opened again.
         if replicate_anew:
-            self._stop_replication()  # before the log it reads from is closed
+            self._stop_replication()
+        if outputs_anew:
+            self._stop_outputs()
         if reopen:
             self._open_store()
         if replicate_anew:
             self._start_replication()  # problems (a password file that cannot be read, ...) go to self.problems
+        if outputs_anew:
+            self._start_outputs()
+            if self.outputs is not None:
+                self.outputs.set_state(self._state.value)  # new connections: the retained state again
         if new.model_path != old.model_path:
             self._detectors.clear()
             self._model_errors.clear()
@@ -444,6 +453,12 @@ class Station:
         replicator, self.replicator = self.replicator, None
         if replicator is not None:
             replicator.stop(drain=False, timeout=timeout)
+
+    def _stop_outputs(self, timeout: float = 5.0) -> None:
+        """Stop the outputs without waiting for their receivers: what they have not delivered waits in the log."""
+        outputs, self.outputs = self.outputs, None
+        if outputs is not None:
+            outputs.stop(drain=False, timeout=timeout)
 
     def _start_outputs(self) -> None:
         urls = list(dict.fromkeys([*self.settings.sinks, *self._sinks]))

@@ -208,6 +208,29 @@ def test_who_may_switch_recipes(make_station, part_pictures, tmp_path):
         station.save_recipe(replace(station.recipe, threshold=0.9), olga)
 
 
+def test_outputs_follow_the_settings_and_the_data_folder_at_once(make_station, part_pictures, tmp_path):
+    """An admin adds an MQTT output, then moves the data folder: results go out at once, each from the log it is in."""
+    require_mosquitto()
+    broker = Mosquitto(tmp_path / "broker").start()
+    try:
+        station, rec = make_station(str(part_pictures[0].parent), station_name="line-4")
+        admin = station.users.add("root", "admin", "246810", by=SETUP_USER)
+        subscriber = Subscriber(broker.port, "plant/line-4/result")
+        station.apply_settings(replace(station.settings, sinks=(f"mqtt://127.0.0.1:{broker.port}/plant",)), admin)
+        for i, data in enumerate(["data", "data-2"]):
+            if i:
+                station.apply_settings(replace(station.settings, data_dir=str(tmp_path / data)), admin)
+            assert station.trigger(Job("line", job_id=f"J{i}", frame=wait_frame(station)))
+            assert rec.wait(lambda r, i=i: len(r.of(InspectionDone)) == i + 1 and not station.busy)
+            uid = rec.of(InspectionDone)[i].result.uid
+            assert station.store.get(station.store.count())["uid"] == uid  # logged in this folder's log
+            assert subscriber.wait_for(lambda s, uid=uid: uid in [m["uid"] for m in s.results()]), data
+        assert [m["job_id"] for m in subscriber.results()] == ["J0", "J1"]
+        subscriber.close()
+    finally:
+        broker.stop()
+
+
 def test_the_settings_region_and_rule_become_the_default_recipe_once(tmp_path, detector, part_pictures):
     settings = replace(StationSettings(), source=str(part_pictures[0].parent), data_dir=str(tmp_path / "data"),
                        roi=Roi(10, 20, 200, 150), rule=RULE, threshold=0.4)
