@@ -28,8 +28,10 @@ ONNX_OUTPUTS = ("heatmap", "wh", "offset")
 DEFAULT_COLOURS = {"scratch": "#E69F00", "pit": "#0072B2"}
 # For the other classes of a model, in class order: the rest of Okabe-Ito (without black,
 # and without #CC79A7, the station's colour for a label the model does not know), then Paul
-# Tol's muted colours. Beyond these, colours repeat.
-MORE_COLOURS = ("#009E73", "#D55E00", "#56B4E9", "#F0E442", "#882255", "#44AA99", "#999933", "#AA4499")
+# Tol's light colours. Black text stays readable (contrast >= 4.5) on every one of them
+# (the legend writes class names in black on the class colour). Beyond these, colours repeat.
+MORE_COLOURS = ("#009E73", "#D55E00", "#56B4E9", "#F0E442", "#77AADD", "#EE8866", "#EEDD88", "#FFAABB", "#99DDFF",
+                "#44BB99", "#BBCC33")
 
 
 def class_colours(class_names) -> dict[str, str]:
