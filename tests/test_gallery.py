@@ -180,3 +180,26 @@ def test_admin_manages_users_in_the_dialog(qtbot, store):
     assert users.authenticate("olga", "246813") == User("olga", "qa")
     actions = [a.action for a in store.audit_records()]
     assert actions == ["user.add", "user.add", "user.role"]
+
+
+def test_a_picture_on_a_hanging_share_does_not_freeze_the_gallery(qtbot, store, monkeypatch):
+    """A FIFO without a writer blocks its reader like a hung network mount: the gallery gives up and goes on."""
+    import os
+    import time
+
+    import app.ui.gallery as gallery_module
+
+    monkeypatch.setattr(gallery_module, "PICTURE_READ_TIMEOUT_S", 0.5)
+    g = GalleryWidget(store, QA, COLOURS)
+    qtbot.addWidget(g)
+    g.sort_combo.setCurrentText("oldest")
+    first, second = (g.thumbs.item(r).data(Qt.ItemDataRole.UserRole) for r in range(2))
+    g.show_inspection(first)
+    assert g.picture_shown  # the saved picture, read
+    picture = store.resolve(store.inspection(second).image_path)
+    picture.unlink()
+    os.mkfifo(picture)
+    started = time.monotonic()
+    g.show_inspection(second)
+    assert time.monotonic() - started < 3 and not g.picture_shown
+    assert g.current_id == second and g.boxes_table.rowCount() == 0  # the record is shown without its picture

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict
 from datetime import datetime, time, timedelta
+from pathlib import Path
 
 import cv2
 from PySide6.QtCore import QDate, QRectF, QSize, Qt, Signal
@@ -61,6 +63,33 @@ def thumbnail(path) -> QIcon:
     s = THUMB / max(h, w)
     img = cv2.resize(img, (max(1, int(w * s)), max(1, int(h * s))), interpolation=cv2.INTER_AREA)
     return QIcon(QPixmap.fromImage(to_qimage(img)))
+
+
+
+PICTURE_READ_TIMEOUT_S = 3.0
+
+
+def read_picture(path: Path | None, timeout: float | None = None) -> bytes | None:
+    """A saved picture's bytes, or None when it is missing, unreadable or not read within `timeout`
+    (default PICTURE_READ_TIMEOUT_S).
+
+    Pictures may lie on a network share (the plant's picture store): a hung mount blocks a read in the
+    kernel, so the read runs on a daemon thread and the window gives up on it instead of freezing.
+    """
+    if path is None:
+        return None
+    result: list[bytes | None] = [None]
+
+    def read() -> None:
+        try:
+            result[0] = Path(path).read_bytes()
+        except OSError:
+            pass
+
+    reader = threading.Thread(target=read, name="picture read", daemon=True)
+    reader.start()
+    reader.join(PICTURE_READ_TIMEOUT_S if timeout is None else timeout)
+    return None if reader.is_alive() else result[0]
 
 
 class ZoomView(QGraphicsView):
@@ -148,6 +177,7 @@ class GalleryWidget(QWidget):
         self.page = 0
         self.total = 0
         self.current_id: int | None = None
+        self.picture_shown = False  # whether the shown inspection's saved picture could be read
 
         # Filters
         self.from_check = QCheckBox("from")
@@ -361,9 +391,10 @@ class GalleryWidget(QWidget):
         self.current_id = inspection_id
         st = self.service.state(inspection_id)
         insp = st.inspection
-        path = self.store.resolve(insp.image_path)
-        pm = QPixmap(str(path)) if path and path.is_file() else QPixmap()
-        if pm.isNull():
+        data = read_picture(self.store.resolve(insp.image_path))
+        pm = QPixmap()
+        self.picture_shown = data is not None and pm.loadFromData(data)
+        if not self.picture_shown:
             pm = QPixmap(max(1, insp.frame_w), max(1, insp.frame_h))
             pm.fill(QColor(60, 60, 60))
         boxes = []

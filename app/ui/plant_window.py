@@ -91,13 +91,7 @@ class PlantGallery(GalleryWidget):
 
     def show_inspection(self, inspection_id: int) -> None:
         super().show_inspection(inspection_id)
-        insp = self.store.inspection(inspection_id)
-        path = self.store.resolve(insp.image_path) if insp is not None else None
-        try:
-            reachable = path is not None and path.is_file()
-        except OSError:  # a share that hangs or refuses
-            reachable = False
-        if not reachable:
+        if not self.picture_shown:  # missing, refused or hanging share: the gallery gave up on it
             self.info_label.setText(f"<b>{NOT_HERE}</b><br>{self.info_label.text()}")
             text = self.view.scene().addText(NOT_HERE, QFont("", 28))
             text.setDefaultTextColor(QColor("#eeeeee"))
