@@ -314,8 +314,8 @@ def test_a_camera_that_dies_drives_error_with_an_error_event_and_reset_recovers(
         async with line.session() as client:
             plc = await Plc(client).find()
             await plc.subscribe()
-            # dies after 500 frames (~5 s), then 40 reconnects fail (~8 s); the line starts once it delivers
-            camera = FlakyCamera(frames=500, failed_opens=40)
+            # delivers until the test kills it, then 40 reconnects fail (~8 s); the line starts once it delivers
+            camera = FlakyCamera(frames=10**9, failed_opens=40)
             await asyncio.to_thread(line.station.open_source, camera)
             assert await asyncio.to_thread(wait_until, lambda: line.station.state == State.READY, 20)
             await plc.call(plc.sm, "Reset", 0, "")
@@ -323,6 +323,7 @@ def test_a_camera_that_dies_drives_error_with_an_error_event_and_reset_recovers(
             await plc.call(plc.recipes, "PrepareRecipe", ua.RecipeIdExternalDataType(Id="LINE-7"), None)
             assert camera.opens == 1 and await plc.state() == ("Operational", "Ready")
             mark = len(plc.events)  # (switching the source was a moment without frames: an Error already)
+            camera.frames = 0  # dies now, after the mark however slow the machine is (its next read fails)
             error = await plc.wait_for(lambda e: e.EventType == plc.type_id("Error"), timeout=30, since=mark)
             assert "flaky camera" in error.Message.Text and error.Severity >= 601
             assert error.FromState.Text == "Operational" and error.ToState.Text == "Error"
