@@ -209,8 +209,8 @@ def test_six_class_model_on_held_out_neu_pictures(six, neu_det, tmp_path):
     batch = six.detect_batch([im.image_path for im in single])
     right = sum(bool(d) and d[0].label in im.labels() for im, d in zip(single, batch))
     # Chance is 1 in 6: a class order mixed up between the files would fall to about that. The shipped file
-    # names 54% right (147 of 271); its weak classes (crazing AP50 0.35) are confused with the others.
-    assert right / len(single) >= 0.45, f"{right}/{len(single)}"
+    # names 71% right (193 of 271); its weak classes (crazing AP50 0.44) are confused with the others.
+    assert right / len(single) >= 0.6, f"{right}/{len(single)}"
 
 
 def test_rule_defaults_cover_classes_a_rule_does_not_name(six):
