@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,27 @@ class ModelFile:
     sha256: str = ""  # of the file it was read from
 
 
+_REPO = Path(__file__).resolve().parents[1]
+# An absolute path into this checkout or beside it (../shared/...), not part of a longer path.
+_ROOTS = [str(_REPO)] + ([str(_REPO.parent)] if _REPO.parent != _REPO.parent.parent else [])  # never "/" itself
+_MACHINE_PATH = re.compile(rf"(?<![\w./-])({'|'.join(map(re.escape, _ROOTS))})(/|(?![\w.-]))")
+
+
+def portable_paths(value: Any) -> Any:
+    """`value` with absolute paths of this checkout written relative to it ("runs/x", "../shared/..."), recursively.
+
+    A model file travels to other machines; its record (commands, data sources) must not name this one's folders.
+    """
+    if isinstance(value, str):
+        return _MACHINE_PATH.sub(lambda m: ("" if m.group(2) else ".") if m.group(1) == str(_REPO)
+                                 else ("../" if m.group(2) else ".."), value)
+    if isinstance(value, dict):
+        return {k: portable_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(portable_paths(v) for v in value)
+    return value
+
+
 def save_model_file(path: Path, model: ModelFile) -> Path:
     import torch
 
@@ -161,7 +183,7 @@ def save_model_file(path: Path, model: ModelFile) -> Path:
     payload = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "metadata": model.metadata.to_dict(),
+        "metadata": portable_paths(model.metadata.to_dict()),
         "model_cfg": model.model_cfg,
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict.items()},
     }
@@ -220,7 +242,7 @@ def onnx_metadata_props(metadata: ModelMetadata, source_sha256: str, extra: dict
     props = {
         "format": ONNX_FORMAT_NAME,
         "format_version": str(ONNX_FORMAT_VERSION),
-        "metadata": json.dumps(metadata.to_dict(), sort_keys=True),
+        "metadata": json.dumps(portable_paths(metadata.to_dict()), sort_keys=True),
         "source_sha256": source_sha256,
         # Plain copies for people looking at the file in a model viewer.
         "name": metadata.name,

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from detector.files import atomic_write_bytes
-from detector.model_file import ONNX_INPUT, ONNX_OUTPUTS, ModelMetadata, metadata_from_onnx_props
+from detector.model_file import ONNX_INPUT, ONNX_OUTPUTS, ModelMetadata, metadata_from_onnx_props, portable_paths
 from detector.onnx_graph import optimize_for_cpu
 
 # Every picture of the calibration split by default: measured on the shipped model, the
@@ -368,7 +368,7 @@ def quantize_onnx(
 
     def serialized() -> bytes:
         # The station metadata as exported (source_sha256 stays the .pth's), plus how this file was made.
-        props["quantization"] = json.dumps(info, sort_keys=True)
+        props["quantization"] = json.dumps(portable_paths(info), sort_keys=True)
         del model.metadata_props[:]
         for key, value in props.items():
             entry = model.metadata_props.add()

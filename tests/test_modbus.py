@@ -16,6 +16,7 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 
 from app.line.modbus import (
+    ALL_INTERFACES,
     COIL_ERROR_RESET,
     COIL_TRIGGER,
     DI_BUSY,
@@ -486,9 +487,9 @@ def test_start_and_stop(line, tmp_path):
 
 
 def test_addresses_and_part_id_coding():
-    assert parse_address("0.0.0.0:5020") == ("0.0.0.0", 5020)
+    assert parse_address("127.0.0.1:5020") == ("127.0.0.1", 5020)
     assert parse_address("plc-net.local") == ("plc-net.local", 5020)
-    assert parse_address(":502") == ("0.0.0.0", 502)
+    assert parse_address(":502") == (ALL_INTERFACES, 502)  # no host: every interface, as a line PC listens
     assert parse_address("[::]:1502") == ("::", 1502)
     with pytest.raises(ValueError, match="port must be a number"):
         parse_address("host:http")

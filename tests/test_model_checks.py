@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,20 @@ def test_the_shipped_models_pass_the_checks(scratch_image):
     for path in (DEFAULT_MODEL, DEFAULT_TORCH_MODEL):
         det = Detector(path, device="cpu")
         assert 0 <= det.metadata.default_threshold <= 1 and det.detect(image, threshold=0.3)
+
+
+def test_model_records_name_no_folder_of_the_machine_that_made_them(tmp_path):
+    """Commands and data sources in a model file are written relative to the checkout, so the file travels."""
+    from detector.model_file import portable_paths
+
+    repo = Path(__file__).resolve().parents[1]
+    record = {"command": f"python -m detector train --data {repo}/runs/data",
+              "stages": [str(repo), "/elsewhere/x", f"/srv{repo}/y"]}
+    assert portable_paths(record) == {"command": "python -m detector train --data runs/data",
+                                      "stages": [".", "/elsewhere/x", f"/srv{repo}/y"]}
+    if repo.parent != repo.parent.parent:  # a checkout beside others (../shared): those are written relative too
+        assert portable_paths(f"--source {repo.parent}/shared/neu-det") == "--source ../shared/neu-det"
+    for shipped in (repo / "resources" / "models").iterdir():
+        data = shipped.read_bytes()
+        assert f"{repo}/".encode() not in data, shipped.name
+        assert repo.parent == repo.parent.parent or f"{repo.parent}/".encode() not in data, shipped.name

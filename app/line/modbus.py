@@ -38,6 +38,8 @@ log = logging.getLogger("modbus")
 
 # -- the register map (docs/modbus.md) --------------------------------------------------------
 
+ALL_INTERFACES = "0.0.0.0"  # the host of an address given without one (":502"): a line PC listens on every network
+
 # Coils (FC1 read, FC5/FC15 write)
 COIL_TRIGGER = 0  # PLC: 1 = part in place, inspect; 0 = result taken (acknowledge)
 COIL_ERROR_RESET = 1  # PLC writes 1 to clear the error code; reads back 0
@@ -110,7 +112,7 @@ def parse_address(text: str, default_port: int = 5020) -> tuple[str, int]:
     host, sep, port_text = text.strip().rpartition(":")
     if not sep:
         host, port_text = port_text, str(default_port)
-    host = host.strip("[]") or "0.0.0.0"
+    host = host.strip("[]") or ALL_INTERFACES
     try:
         port = int(port_text)
     except ValueError:
@@ -157,7 +159,7 @@ class ModbusDevice:
     `job_timeout`: seconds after which an accepted trigger without a result is given up (ErrorCode.NO_RESULT).
     """
 
-    def __init__(self, station: Station, host: str = "0.0.0.0", port: int = 5020, unit_id: int = 1,
+    def __init__(self, station: Station, host: str = ALL_INTERFACES, port: int = 5020, unit_id: int = 1,
                  job_timeout: float = 60.0):
         if not 0 <= unit_id <= 247:
             raise ValueError(f"Modbus unit id must be within 0..247, got {unit_id}")
