@@ -66,6 +66,16 @@ def write_video(path: Path, n_frames: int = 30, fps: float = 15.0) -> Path:
     return path
 
 
+def wait_until(predicate, timeout: float = 30.0, step: float = 0.02) -> bool:
+    """Poll `predicate` until it holds or `timeout` seconds pass; whether it holds in the end."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return bool(predicate())
+
+
 def run_app(*args: str, stdin: str = "", timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m app ARGS` in a fresh interpreter, as a user or a scheduled job runs it."""
     return subprocess.run([sys.executable, "-m", "app", *args], cwd=REPO, input=stdin, capture_output=True, text=True,

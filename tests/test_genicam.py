@@ -18,7 +18,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO, run_app
+from conftest import REPO, run_app, wait_until
 
 from app.settings import CameraSettings, StationSettings, from_dict, load_settings, save_settings
 from app.sources import LIVE, RECONNECTING, LiveFeed, SourceError, open_source
@@ -278,26 +278,17 @@ def make_station(tmp_path, detector):
         station.stop(drain=False, timeout=5)
 
 
-def wait(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
 def inspect(station: Station, events: list, job_id: str) -> InspectionDone | InspectionFailed:
     before = len([e for e in events if isinstance(e, (InspectionDone, InspectionFailed))])
-    assert wait(lambda: station.trigger(Job("line", job_id=job_id)), timeout=10), station.detail
-    assert wait(lambda: len([e for e in events if isinstance(e, (InspectionDone, InspectionFailed))]) > before)
+    assert wait_until(lambda: station.trigger(Job("line", job_id=job_id)), timeout=10), station.detail
+    assert wait_until(lambda: len([e for e in events if isinstance(e, (InspectionDone, InspectionFailed))]) > before)
     return [e for e in events if isinstance(e, (InspectionDone, InspectionFailed))][-1]
 
 
 def test_software_trigger_each_inspection_takes_and_logs_its_own_frame(camera, make_station, tmp_path):
     src = source("software")
     station, events = make_station(src)
-    assert wait(lambda: station.state == State.READY and station.feed.state == LIVE), station.detail
+    assert wait_until(lambda: station.state == State.READY and station.feed.state == LIVE), station.detail
     assert station.feed.latest() is None  # triggered: no frame until the station asks for one
     n = 5
     done = [inspect(station, events, f"J-{i}") for i in range(n)]
@@ -324,17 +315,17 @@ def test_software_trigger_each_inspection_takes_and_logs_its_own_frame(camera, m
 def test_a_camera_that_drops_out_is_reconnected_and_inspections_go_on(camera, make_station):
     src = source("software", exposure_us=5000)
     station, events = make_station(src)
-    assert wait(lambda: station.state == State.READY and station.feed.state == LIVE), station.detail
+    assert wait_until(lambda: station.state == State.READY and station.feed.state == LIVE), station.detail
     assert isinstance(inspect(station, events, "before"), InspectionDone)
 
     camera.kill()
-    assert wait(lambda: station.state == State.DISCONNECTED, timeout=20), station.state
+    assert wait_until(lambda: station.state == State.DISCONNECTED, timeout=20), station.state
     assert station.feed.state == RECONNECTING and "genicam://" in station.detail
     failed = inspect(station, events, "during")  # a trigger while the camera is away fails, it does not hang
     assert isinstance(failed, InspectionFailed)
 
     camera.start()  # a fresh camera process: its exposure is back at its default until the station sets it again
-    assert wait(lambda: station.state == State.READY and station.feed.state == LIVE, timeout=30), station.detail
+    assert wait_until(lambda: station.state == State.READY and station.feed.state == LIVE, timeout=30), station.detail
     after = [inspect(station, events, f"after-{i}") for i in range(3)]
     assert all(isinstance(d, InspectionDone) for d in after), after
     assert src.applied.exposure_us == 5000 and src.health()["reconnects"] >= 1
@@ -346,7 +337,7 @@ def test_a_camera_that_drops_out_is_reconnected_and_inspections_go_on(camera, ma
 def test_stopping_the_feed_frees_a_camera_waiting_for_a_trigger(camera):
     src = source("software")
     feed = LiveFeed(src).start()
-    assert wait(lambda: feed.state == LIVE, timeout=20), feed.error
+    assert wait_until(lambda: feed.state == LIVE, timeout=20), feed.error
     t0 = time.monotonic()
     feed.stop(timeout=5)
     assert time.monotonic() - t0 < 2 and feed.state == "stopped"

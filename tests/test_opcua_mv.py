@@ -23,7 +23,7 @@ import pytest
 from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.ua.uaerrors import UaStatusCodeError
-from conftest import REPO, FlakyCamera
+from conftest import REPO, FlakyCamera, wait_until
 from opcua_plc import NO_PARAMETERS, Plc, connect, result_json
 
 from app.line.opcua.nodeset import completed_nodeset, nodeset_path
@@ -100,15 +100,6 @@ async def refused(coro) -> str:
     except UaStatusCodeError as exc:
         return ua.StatusCode(exc.code).name
     return "Good"
-
-
-def wait_until(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 # -- the information model --------------------------------------------------------------------

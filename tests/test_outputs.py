@@ -17,6 +17,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from conftest import wait_until
 
 from app.inspection import Inspector
 from app.outputs import open_output
@@ -35,15 +36,6 @@ SCHEMA = json.loads((REPO / "resources" / "result.schema.json").read_text())
 STATION = "line-1"
 RULE = VerdictRule()
 FAST = {"retry_min_s": 0.05, "retry_max_s": 0.5, "poll_s": 0.5}  # worker back-off for tests (defaults: 0.2 .. 30 s)
-
-
-def wait_until(predicate, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 @pytest.fixture(scope="module")
