@@ -28,12 +28,14 @@ epochs = 2
 input-size = 64
 batch-size = 4
 precision = "bf16"
+val-interval = 2
 [[stage]]
 config = "centernet_mobilenetv2_ellipse"
 epochs = 1
 input-size = 96
 batch-size = 4
 lr = 3e-4
+ema = true
 """
 
 
@@ -75,13 +77,27 @@ def test_recipe_builds_the_data_set_trains_every_stage_and_records_its_cost(reci
     assert list(steps) == ["startup", "data", "stage1", "stage2"] and steps["stage1"]["cpu_s"] > 0 < steps["stage2"]["cpu_s"]
     assert record["cpu_s"] == pytest.approx(sum(s["cpu_s"] for s in steps.values()), abs=0.2)
     curve = record["curve"]
-    assert [(r["stage"], r["epoch"]) for r in curve] == [(1, 1), (1, 2), (2, 3)]
+    assert [(r["stage"], r["epoch"]) for r in curve] == [(1, 2), (2, 3)]  # stage 1 validates every 2nd epoch
     assert all(a["cpu_s"] < b["cpu_s"] for a, b in zip(curve, curve[1:])) and curve[-1]["cpu_s"] < record["cpu_s"]
     assert {"station/ap50_scratch", "station/ap50_pit", "station/mAP50"} <= set(curve[0])
     card = (work / "model.md").read_text()
     assert "## Recipe (the whole schedule in one command)" in card and "| 2 | 3 |" in card
     assert "nothing was picked on this split" in card
     assert Detector(work / "model.pth", device="cpu").detect(root / "src" / "images" / "scratches_0.jpg", threshold=0.0)
+
+
+def test_an_ema_stage_ships_the_averaged_weights(recipe_run):
+    import torch
+
+    root, _ = recipe_run
+    work = root / "work"
+    checkpoint = torch.load(work / "stage2" / "epoch_1.pth", map_location="cpu", weights_only=False)
+    averaged, trained = checkpoint["state_dict"], checkpoint["ema_state_dict"]  # MMEngine swaps them on saving
+    shipped = load_model_file(work / "model.pth").state_dict
+    key = "bbox_head.heatmap_head.2.weight"
+    assert torch.equal(shipped[key], averaged[key]) and not torch.equal(shipped[key], trained[f"module.{key}"])
+    assert load_model_file(work / "model.pth").metadata.training["ema"] is True
+    assert "weights averaged (EMA)" in (work / "stage2" / "model.md").read_text()
 
 
 def test_resume_skips_finished_steps_and_resumes_an_interrupted_stage(recipe_run):

@@ -57,6 +57,10 @@ def register(subparsers) -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                    help="bf16: forward pass under bfloat16 autocast (weights and optimizer stay fp32); "
                         "1.5-1.7x faster on CPUs with AMX/AVX-512 BF16 (benchmarks/bench_train.py)")
+    p.add_argument("--ema", action="store_true",
+                   help="keep an exponential moving average of the weights; validation and the model file use it")
+    p.add_argument("--val-interval", type=int, default=1, metavar="N",
+                   help="validate every N epochs (always after the last); validation costs about a fifth of an epoch")
     p.add_argument("--name", help="model name recorded in the model file (default: config name)")
     p.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm", "mpi"],
                    help="distributed launcher; use 'pytorch' under torchrun")
