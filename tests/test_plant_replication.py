@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
-from pg_server import wait_for
+from conftest import wait_until
 from plant_data import PlantDb, fill, record, utc
 
 from app.audit import verify
@@ -115,18 +115,18 @@ def test_outage_at_full_rate_the_station_keeps_inspecting_and_every_row_arrives_
 
     station = threading.Thread(target=inspect)
     station.start()
-    assert wait_for(lambda: replicator.status().delivered >= 30, 30)
+    assert wait_until(lambda: replicator.status().delivered >= 30, 30)
     outage["start"] = time.monotonic()
     pg_server.stop("fast")  # the plant's server goes down mid-run
     try:
-        assert wait_for(lambda: replicator.status().last_error is not None and replicator.status().backlog_rows > 20, 20)
+        assert wait_until(lambda: replicator.status().last_error is not None and replicator.status().backlog_rows > 20, 20)
         time.sleep(1.0)
         during = replicator.status()
         warning = replicator.warning()
     finally:
         pg_server.start()
         outage["end"] = time.monotonic()
-    assert wait_for(lambda: replicator.status().last_error is None and replicator.status().delivered > during.delivered, 30)
+    assert wait_until(lambda: replicator.status().last_error is None and replicator.status().delivered > during.delivered, 30)
     time.sleep(0.5)
     stop.set()
     station.join()
@@ -189,8 +189,8 @@ def test_pictures_are_copied_with_their_checksum_and_a_store_out_of_reach_holds_
     blocked.write_text("not mounted")  # the share is not there: a file where the folder should be
     replicator = Replicator(store, url, "line-1", password=password, picture_store=blocked / "pictures", poll_s=0.05,
                             retry_max_s=0.4).start()
-    assert wait_for(lambda: replicator.status().backlog_rows == 0, 30)  # the rows went all the same
-    assert wait_for(lambda: (replicator.status().last_error or "").startswith("pictures: cannot copy"), 10)
+    assert wait_until(lambda: replicator.status().backlog_rows == 0, 30)  # the rows went all the same
+    assert wait_until(lambda: (replicator.status().last_error or "").startswith("pictures: cannot copy"), 10)
     assert plant_db.scalar("SELECT count(*) FROM pictures") == 0
     blocked.unlink()
     blocked.mkdir()  # the share is back
@@ -267,7 +267,7 @@ def test_settings_make_the_replicator(plant_db, tmp_path, monkeypatch):
         qa_url = plant_db.login("quinn", "plant_qa")
         record(store, 1, "line-9", utc(2026, 5, 4, 8), pictures=False)
         r = Replicator(store, qa_url, "line-9", password=plant_db.password("quinn"), retry_max_s=0.2).start()
-        assert wait_for(lambda: "permission denied" in (r.status().last_error or ""), 20), r.status()
+        assert wait_until(lambda: "permission denied" in (r.status().last_error or ""), 20), r.status()
         assert not r.stop(drain=True, timeout=1) and r.status().backlog_rows == 1
     with psycopg.connect(plant_db.owner_url) as conn:
         assert conn.execute("SELECT count(*) FROM stations WHERE name = 'line-9'").fetchone()[0] == 0
@@ -290,13 +290,13 @@ def test_a_running_station_replicates_what_it_logs(plant_db, tmp_path, monkeypat
     station.start()
     try:
         assert station.replicator is not None and station.problems == []
-        assert wait_for(lambda: station.feed.latest() is not None and station.state.value == "ready", 20)
+        assert wait_until(lambda: station.feed.latest() is not None and station.state.value == "ready", 20)
         for i in range(3):
             assert station.trigger(Job("line", job_id=f"J{i}"))
-            assert wait_for(lambda i=i: len(done) > i and not station.busy, 30)
+            assert wait_until(lambda i=i: len(done) > i and not station.busy, 30)
         names = [o.name for o in station.output_status()]
         assert "plant database" in names
-        assert wait_for(lambda: plant_db.scalar("SELECT count(*) FROM inspections") == 3, 30)
+        assert wait_until(lambda: plant_db.scalar("SELECT count(*) FROM inspections") == 3, 30)
     finally:
         assert station.stop(drain=True, timeout=30)
     with psycopg.connect(plant_db.owner_url) as conn:

@@ -8,8 +8,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from conftest import run_app
-from pg_server import wait_for
+from conftest import run_app, wait_until
 from plant_data import record
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QDialogButtonBox, QPushButton
@@ -154,7 +153,7 @@ def test_settings_dialog_sets_the_plant_database_and_the_station_replicates_to_i
     replicator = window.station.replicator
     assert replicator is not None and replicator.warn_after_s == 12 * 60 and replicator.picture_store == store
     assert window.station.problems == [] and not any("Plant database" in p for p in window._problems)
-    assert wait_for(lambda: plant_db.scalar("SELECT count(*) FROM audit WHERE station = 'line-7'"
+    assert wait_until(lambda: plant_db.scalar("SELECT count(*) FROM audit WHERE station = 'line-7'"
                                             " AND action = 'settings.change'") == 1, 30), replicator.status()
     window.close()
 
