@@ -13,7 +13,6 @@ afterwards. Prints one JSON line per setting.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -24,7 +23,7 @@ def _floats_or_off(text: str) -> list[float | None]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, required=True, help="model file (.pth or .onnx)")
+    parser.add_argument("--model", type=Path, required=True, help="model file (.pth; an .onnx runs only at its own input size)")
     parser.add_argument("--split", type=Path, required=True, help="split folder: annotations.json + images/")
     parser.add_argument("--sizes", default="256", help="network input sizes, comma-separated (multiples of 32)")
     parser.add_argument("--nms", default="0.5", help="NMS IoUs, comma-separated; 'off' for none")
@@ -32,8 +31,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
-    from detector.api import Detector, forward_with_flips, normalised_batch
-    from detector.centernet_decode import decode
+    from detector.api import Detector
     from detector.data.coco import load_coco
     from detector.evaluate import EVAL_SCORE_THRESHOLD, evaluate_detections, image_key
     from detector.images import load_grey
@@ -41,23 +39,15 @@ def main() -> None:
     det = Detector(args.model, threads=args.threads)
     images = load_coco(args.split / "annotations.json")
     greys = [load_grey(str(img.image_path)) for img in images]
-    names = det.metadata.class_names
-    backend = det._backend  # the bare network: the sweep varies what Detector fixes per model file
     for size in (int(s) for s in args.sizes.split(",")):
-        meta = dataclasses.replace(det.metadata, input_size=size)
         for flip in (f.strip() == "on" for f in args.flip.split(",")):
             maps = []
             for start in range(0, len(greys), 16):
-                batch, scales = normalised_batch(greys[start:start + 16], meta)
-                heat, wh, offset = forward_with_flips(backend, batch) if flip else backend.forward(batch)
-                maps += [(heat[i], wh[i], offset[i], scales[i]) for i in range(len(batch))]
+                maps += det.network_maps(greys[start:start + 16], input_size=size, flip_test=flip)
             for nms in _floats_or_off(args.nms):
-                dets = {
-                    image_key(img): decode(h, w, o, input_size=size, scale=s, image_size=(g.shape[1], g.shape[0]),
-                                           class_names=names, threshold=EVAL_SCORE_THRESHOLD, nms_iou=nms)
-                    for img, g, (h, w, o, s) in zip(images, greys, maps)
-                }
-                result = evaluate_detections(images, dets, list(names))
+                found = det.decode_maps(maps, EVAL_SCORE_THRESHOLD, nms)
+                dets = {image_key(img): d for img, d in zip(images, found)}
+                result = evaluate_detections(images, dets, list(det.metadata.class_names))
                 print(json.dumps({"size": size, "flip": flip, "nms_iou": nms,
                                   **{f"ap50_{c}": round(r.ap50, 3) for c, r in result.classes.items()},
                                   "map50": round(result.map50, 3), "coco_map": round(result.map, 3)}), flush=True)

@@ -6,6 +6,7 @@ import os
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,18 @@ def normalised_batch(
     inv_std = (1.0 / np.asarray(metadata.std, np.float32)).reshape(1, 3, 1, 1)
     batch = np.repeat(np.stack(canvases)[:, None].astype(np.float32), 3, axis=1)
     return (batch - mean) * inv_std, scales
+
+
+@dataclass(frozen=True)
+class NetworkMaps:
+    """One picture's network output before decoding, and where its boxes map back to."""
+
+    heat: np.ndarray  # (classes, H, W) centre heatmap
+    wh: np.ndarray  # (2, H, W) box sizes
+    offset: np.ndarray  # (2, H, W) sub-cell centre offsets
+    input_size: int  # the network input it came from
+    scale: tuple[float, float]  # letterbox (x, y) factor
+    image_size: tuple[int, int]  # (width, height) of the picture
 
 
 class Detector:
@@ -106,22 +119,43 @@ class Detector:
             raise ValueError(f"threshold must be within 0..1, got {threshold}")
         if len(images) == 0:
             return []
-        size = self.metadata.input_size
-        greys = [load_grey(img) for img in images]
-        batch, boxes_scale = normalised_batch(greys, self.metadata)
-        forward = forward_with_flips if self.flip_test else _plain_forward
+        maps = self.network_maps([load_grey(img) for img in images])
+        return self.decode_maps(maps, threshold, self.nms_iou)
+
+    def network_maps(
+        self, greys: Sequence[np.ndarray], *, input_size: int | None = None, flip_test: bool | None = None
+    ) -> list[NetworkMaps]:
+        """The network's maps for each grey uint8 picture, before decoding (one forward pass).
+
+        `input_size` and `flip_test` default to this detector's; only a settings
+        sweep (benchmarks/sweep_inference.py) passes others. Another input size
+        needs the .pth model: an exported .onnx has its size fixed.
+        """
+        metadata = self.metadata if input_size is None else replace(self.metadata, input_size=input_size)
+        flip_test = self.flip_test if flip_test is None else flip_test
+        batch, scales = normalised_batch(greys, metadata)
+        forward = forward_with_flips if flip_test else _plain_forward
         heat, wh, offset = forward(self._backend, batch)
         return [
+            NetworkMaps(heat[i], wh[i], offset[i], metadata.input_size, scales[i], (grey.shape[1], grey.shape[0]))
+            for i, grey in enumerate(greys)
+        ]
+
+    def decode_maps(
+        self, maps: Sequence[NetworkMaps], threshold: float, nms_iou: float | None
+    ) -> list[list[Detection]]:
+        """Detections (score >= threshold, best first) from `network_maps`, NMS at `nms_iou` (None: off)."""
+        return [
             decode(
-                heat[i], wh[i], offset[i],
-                input_size=size,
-                scale=boxes_scale[i],
-                image_size=(grey.shape[1], grey.shape[0]),
+                m.heat, m.wh, m.offset,
+                input_size=m.input_size,
+                scale=m.scale,
+                image_size=m.image_size,
                 class_names=self.metadata.class_names,
                 threshold=threshold,
-                nms_iou=self.nms_iou,
+                nms_iou=nms_iou,
             )
-            for i, grey in enumerate(greys)
+            for m in maps
         ]
 
 

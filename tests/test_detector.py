@@ -66,6 +66,25 @@ def test_batch_equals_single(detector, scratch_image):
     assert detector.detect_batch([]) == []
 
 
+def test_network_maps_then_decode_is_detect(detector, scratch_image):
+    """The two halves a settings sweep uses give exactly what `detect` gives."""
+    image, _ = scratch_image
+    maps = detector.network_maps([image])
+    assert maps[0].heat.shape == (2, 64, 64) and maps[0].image_size == (200, 200)
+    assert detector.decode_maps(maps, 0.05, detector.nms_iou) == [detector.detect(image, threshold=0.05)]
+    unmerged = detector.decode_maps(maps, 0.01, None)
+    assert len(unmerged) == 1 and len(unmerged[0]) >= len(detector.detect(image, threshold=0.01))
+
+
+def test_network_maps_at_another_size_and_without_flips():
+    torch_detector = Detector(DEFAULT_TORCH_MODEL, device="cpu", threads=2)
+    grey = np.full((200, 200), 128, np.uint8)
+    small = torch_detector.network_maps([grey], input_size=224, flip_test=False)[0]
+    assert small.heat.shape == (2, 56, 56) and small.input_size == 224 and small.scale == (1.12, 1.12)
+    own, plain = torch_detector.network_maps([grey])[0], torch_detector.network_maps([grey], flip_test=False)[0]
+    assert own.heat.shape == (2, 64, 64) and not np.allclose(own.heat, plain.heat)  # the flip test averages
+
+
 def test_boxes_map_back_through_the_resize(detector, scratch_image):
     """The same picture at twice the size gives the same boxes, twice as large."""
     image, _ = scratch_image
