@@ -1,0 +1,119 @@
+"""Where a model's AP50 is lost: missed defects, false alarms or badly fitted boxes.
+
+    .venv/bin/python benchmarks/box_fit.py --model MODEL --split SPLIT_DIR [--train-split TRAIN_DIR] [--threads 2]
+
+Prints JSON lines:
+- per class, AP at IoU 0.3 / 0.5 / 0.7, and AP50 on the pictures that hold a defect
+  (the gap to AP50 is what false alarms on defect-free pictures cost);
+- per class, how the best-overlapping detection (score >= 0.05) fits each annotated
+  box, by IoU band: count, and the median ratio of its long and short side to the
+  annotated box's (a short-side ratio above 1: boxes drawn too wide);
+- with --train-split, per class, the median short/long side ratio of the training
+  boxes on the original pictures and on the expanded copies (`*_augNN`): small
+  turns make the box of a long thin defect wider than the defect.
+Run it on pictures held out from training, not on the validation split the model is reported on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+IOU_BANDS = ((0.0, 0.3), (0.3, 0.5), (0.5, 0.7), (0.7, 1.0001))
+FIT_MIN_SCORE = 0.05
+EXPANDED_COPY = re.compile(r"_aug\d+$")  # the names `detector dataset --expand` gives its copies
+
+
+def _long_short(box) -> tuple[float, float]:
+    width, height = box[2] - box[0], box[3] - box[1]
+    return (height, width) if height >= width else (width, height)
+
+
+def box_fit_rows(images, found, classes) -> list[dict]:
+    from detector.evaluate import box_iou
+
+    rows = []
+    for name in classes:
+        fits = []  # (best IoU, long-side ratio, short-side ratio) per annotated box
+        for image, detections in zip(images, found):
+            boxes = [d.box for d in detections if d.label == name and d.score >= FIT_MIN_SCORE]
+            for gt in (b for b in image.boxes if b.label == name and not b.difficult):
+                gt_box = (gt.x1, gt.y1, gt.x2, gt.y2)
+                if not boxes:
+                    fits.append((0.0, np.nan, np.nan))
+                    continue
+                iou = box_iou([gt_box], boxes)[0]
+                best = boxes[int(iou.argmax())]
+                # Sides matched by the annotated box's orientation: a scratch's length against its length.
+                (gt_long, gt_short), height_is_long = _long_short(gt_box), gt.y2 - gt.y1 >= gt.x2 - gt.x1
+                width, height = best[2] - best[0], best[3] - best[1]
+                det_long, det_short = (height, width) if height_is_long else (width, height)
+                fits.append((float(iou.max()), det_long / gt_long, det_short / gt_short))
+        fits = np.array(fits).reshape(-1, 3)
+        for low, high in IOU_BANDS:
+            band = fits[(fits[:, 0] >= low) & (fits[:, 0] < high)]
+            matched = band[~np.isnan(band[:, 1])]
+            rows.append({"class": name, "best_iou": [low, min(high, 1.0)], "boxes": len(band),
+                         "long_side_ratio": round(float(np.median(matched[:, 1])), 2) if len(matched) else None,
+                         "short_side_ratio": round(float(np.median(matched[:, 2])), 2) if len(matched) else None})
+    return rows
+
+
+def label_shape_rows(train_images, classes) -> list[dict]:
+    rows = []
+    for name in classes:
+        ratios: dict[str, list[float]] = {"original": [], "expanded_copy": []}
+        for image in train_images:
+            kind = "expanded_copy" if EXPANDED_COPY.search(image.image_path.stem) else "original"
+            for box in (b for b in image.boxes if b.label == name):
+                long_side, short_side = _long_short((box.x1, box.y1, box.x2, box.y2))
+                ratios[kind].append(short_side / long_side)
+        rows.append({"class": name, "training_boxes": {k: len(v) for k, v in ratios.items()},
+                     **{f"short_long_ratio_{k}": round(float(np.median(v)), 3) if v else None
+                        for k, v in ratios.items()}})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True, help="model file (.pth or .onnx)")
+    parser.add_argument("--split", type=Path, required=True, help="split folder: annotations.json + images/")
+    parser.add_argument("--train-split", type=Path, help="the model's training split folder, for its label shapes")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    from detector.api import Detector
+    from detector.data.coco import load_coco
+    from detector.evaluate import EVAL_SCORE_THRESHOLD, evaluate_detections, image_key
+
+    detector = Detector(args.model, threads=args.threads)
+    classes = list(detector.metadata.class_names)
+    images = load_coco(args.split / "annotations.json")
+    found = []
+    for start in range(0, len(images), 16):
+        found += detector.detect_batch([i.image_path for i in images[start:start + 16]], EVAL_SCORE_THRESHOLD)
+    detections = {image_key(i): d for i, d in zip(images, found)}
+
+    def ap(subset, iou):
+        result = evaluate_detections(subset, {image_key(i): detections[image_key(i)] for i in subset}, classes,
+                                     iou_threshold=iou, coco=False)
+        return {name: round(r.ap50, 3) for name, r in result.classes.items()}
+
+    by_iou = {iou: ap(images, iou) for iou in (0.3, 0.5, 0.7)}
+    with_defects = ap([i for i in images if i.boxes], 0.5)
+    for name in classes:
+        print(json.dumps({"class": name, **{f"ap{round(iou * 100)}": v[name] for iou, v in by_iou.items()},
+                          "ap50_defect_pictures_only": with_defects[name]}), flush=True)
+    for row in box_fit_rows(images, found, classes):
+        print(json.dumps(row), flush=True)
+    if args.train_split:
+        for row in label_shape_rows(load_coco(args.train_split / "annotations.json"), classes):
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
