@@ -28,11 +28,6 @@ FIT_MIN_SCORE = 0.05
 EXPANDED_COPY = re.compile(r"_aug\d+$")  # the names `detector dataset --expand` gives its copies
 
 
-def _long_short(box) -> tuple[float, float]:
-    width, height = box[2] - box[0], box[3] - box[1]
-    return (height, width) if height >= width else (width, height)
-
-
 def box_fit_rows(images, found, classes) -> list[dict]:
     from detector.evaluate import box_iou
 
@@ -42,17 +37,16 @@ def box_fit_rows(images, found, classes) -> list[dict]:
         for image, detections in zip(images, found):
             boxes = [d.box for d in detections if d.label == name and d.score >= FIT_MIN_SCORE]
             for gt in (b for b in image.boxes if b.label == name and not b.difficult):
-                gt_box = (gt.x1, gt.y1, gt.x2, gt.y2)
                 if not boxes:
                     fits.append((0.0, np.nan, np.nan))
                     continue
-                iou = box_iou([gt_box], boxes)[0]
+                iou = box_iou([(gt.x1, gt.y1, gt.x2, gt.y2)], boxes)[0]
                 best = boxes[int(iou.argmax())]
                 # Sides matched by the annotated box's orientation: a scratch's length against its length.
-                (gt_long, gt_short), height_is_long = _long_short(gt_box), gt.y2 - gt.y1 >= gt.x2 - gt.x1
-                width, height = best[2] - best[0], best[3] - best[1]
-                det_long, det_short = (height, width) if height_is_long else (width, height)
-                fits.append((float(iou.max()), det_long / gt_long, det_short / gt_short))
+                width_ratio, height_ratio = (best[2] - best[0]) / gt.width, (best[3] - best[1]) / gt.height
+                upright = gt.height >= gt.width
+                fits.append((float(iou.max()), height_ratio if upright else width_ratio,
+                             width_ratio if upright else height_ratio))
         fits = np.array(fits).reshape(-1, 3)
         for low, high in IOU_BANDS:
             band = fits[(fits[:, 0] >= low) & (fits[:, 0] < high)]
@@ -70,8 +64,7 @@ def label_shape_rows(train_images, classes) -> list[dict]:
         for image in train_images:
             kind = "expanded_copy" if EXPANDED_COPY.search(image.image_path.stem) else "original"
             for box in (b for b in image.boxes if b.label == name):
-                long_side, short_side = _long_short((box.x1, box.y1, box.x2, box.y2))
-                ratios[kind].append(short_side / long_side)
+                ratios[kind].append(min(box.width, box.height) / max(box.width, box.height))
         rows.append({"class": name, "training_boxes": {k: len(v) for k, v in ratios.items()},
                      **{f"short_long_ratio_{k}": round(float(np.median(v)), 3) if v else None
                         for k, v in ratios.items()}})
