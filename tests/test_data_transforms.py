@@ -108,6 +108,37 @@ def test_rotated_box_matches_rotated_rendering(crop, angle, scale):
         assert (out_w, out_h) == (round(crop[2] * scale), round(crop[3] * scale))
 
 
+@pytest.mark.parametrize("angle,scale", [(5.0, 1.0), (-12.0, 1.1), (33.0, 0.9), (90.0, 1.0), (185.0, 1.2)])
+def test_ellipse_rotated_box_matches_rotated_ellipse_rendering(angle, scale):
+    box = Box("scratch", 52, 10, 64, 90)  # thin and long, like a scratch
+    pixels = np.full((100, 120), 20, np.uint8)
+    centre = (round((box.x1 + box.x2) / 2 * 16 - 8), round((box.y1 + box.y2) / 2 * 16 - 8))
+    axes = (round(box.width / 2 * 16), round(box.height / 2 * 16))  # 4 fractional bits: sub-pixel exact
+    cv2.ellipse(pixels, centre, axes, 0, 0, 360, 235, -1, cv2.LINE_AA, shift=4)
+    matrix, out_w, out_h = variant_matrix(Variant((0, 0, 120, 100), scale, angle, 1.0, 0.0))
+    rotated = cv2.warpAffine(pixels, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=20)
+    assert np.allclose(coords(transform_box(box, matrix, "ellipse")), bright_region(rotated), atol=1.5)
+
+
+def test_ellipse_box_is_tighter_than_corner_box_on_small_turns_and_equal_on_quarter_turns():
+    box = Box("scratch", 52, 10, 64, 90)
+    for angle in (3.0, -5.0):
+        matrix, _, _ = variant_matrix(Variant((0, 0, 120, 100), 1.0, angle, 1.0, 0.0))
+        corners, ellipse = transform_box(box, matrix), transform_box(box, matrix, "ellipse")
+        # 80 px long: the corners add ~80 * sin(angle) to the 12 px width, the ellipse a fraction of that
+        assert box.width < ellipse.width < box.width + 0.4 * (corners.width - box.width)
+        assert abs(ellipse.height - corners.height) < 1.5  # the length barely changes either way
+    for angle in (90.0, 180.0, 270.0):
+        matrix, _, _ = variant_matrix(Variant((0, 0, 120, 100), 1.0, angle, 1.0, 0.0))
+        assert np.allclose(coords(transform_box(box, matrix, "ellipse")), coords(transform_box(box, matrix)))
+
+
+def test_expand_params_refuse_an_unknown_rotated_box():
+    with pytest.raises(ValueError, match="rotated_box"):
+        ExpandParams(rotated_box="circle").validate()
+
+
 def test_apply_variant_fills_corners_by_reflection_and_clips_boxes():
     pixels = np.full((80, 100), 150, np.uint8)
     pixels[:, 90:] = 140

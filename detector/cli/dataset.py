@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from detector.data.classmap import parse_class_map
-from detector.data.expand import ExpandParams
+from detector.data.expand import ROTATED_BOXES, ExpandParams
 from detector.data.pipeline import build_dataset, summary_table
 from detector.regions import Roi
 
@@ -96,6 +96,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="largest random turn, in degrees either way")
     group.add_argument("--rotate90", action="store_true",
                        help="also turn copies by a random multiple of 90 degrees")
+    group.add_argument("--rotated-box", default=defaults.rotated_box, choices=ROTATED_BOXES,
+                       help="a turned copy's box is the box of the turned box's corners, or of the ellipse "
+                            "inscribed in it (tighter on long thin defects turned by a few degrees)")
     group.add_argument("--min-scale", type=float, default=defaults.min_scale, metavar="S",
                        help="smallest random size factor (0.8 = 20%% smaller)")
     group.add_argument("--max-scale", type=float, default=defaults.max_scale, metavar="S",
@@ -128,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
             min_crop=args.min_crop, min_scale=args.min_scale, max_scale=args.max_scale,
             max_rotation=args.max_rotation, rotate90=args.rotate90, brightness=args.brightness,
             contrast=args.contrast, min_visible=args.min_visible, image_format=args.image_format,
+            rotated_box=args.rotated_box,
         ).validate()
         if args.expand < 0:
             raise ValueError("--expand must be 0 or more")
