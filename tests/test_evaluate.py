@@ -469,3 +469,30 @@ def test_cli_with_real_voc_loader(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     argv[4] = "scratches"
     assert run(make_parser().parse_args(argv)) != 0
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_cli_reads_a_split_folder_of_detector_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--data OUT/val` works on what `detector dataset` writes (annotations.json + images/)."""
+    cv2 = pytest.importorskip("cv2")
+    from detector.data.annotations import AnnotatedImage
+    from detector.data.coco import write_coco
+
+    split = tmp_path / "data" / "val"
+    (split / "images").mkdir(parents=True)
+    truth = {"a": [Box("scratch", 9, 19, 40, 120)], "b": [Box("pit", 50, 50, 70, 66)], "c": []}
+    images = []
+    for stem, boxes in truth.items():
+        path = split / "images" / f"{stem}.png"
+        cv2.imwrite(str(path), np.full((200, 200), 128, np.uint8))
+        images.append(AnnotatedImage(path, 200, 200, boxes))
+    write_coco(images, ["scratch", "pit"], split / "annotations.json")
+    found = {str(split / "images" / f"{stem}.png"): [] for stem in truth}
+    found[str(split / "images" / "a.png")] = [Detection("scratch", 0.9, (9, 19, 40, 120))]
+    monkeypatch.setattr(evaluate_cli, "_load_detector", lambda args: FakeDetector(found, ["scratch", "pit"]))
+    out_json = tmp_path / "metrics.json"
+    assert run(make_parser().parse_args(["evaluate", "--data", str(split), "--json", str(out_json)])) == 0
+    capsys.readouterr()
+    data = json.loads(out_json.read_text())
+    assert data["classes"]["scratch"]["ap50"] == 1.0 and data["classes"]["pit"]["ap50"] == 0.0

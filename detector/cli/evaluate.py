@@ -35,7 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", type=Path, metavar="DIR", help="VOC-style folder with images/ and annotations/")
+    src.add_argument(
+        "--data", type=Path, metavar="DIR",
+        help="VOC-style folder with images/ and annotations/, or a split folder made by `detector dataset` "
+        "(annotations.json + images/, e.g. OUT/val)",
+    )
     src.add_argument("--coco", type=Path, metavar="FILE", help="COCO json with the ground truth")
     p.add_argument("--images", type=Path, metavar="DIR", help="image folder for --coco")
     p.add_argument("--model", type=Path, metavar="PATH", help="model file (default: the bundled model)")
@@ -138,6 +142,10 @@ def _load_ground_truth(args: argparse.Namespace) -> list[AnnotatedImage]:
             from detector.data.coco import load_coco
 
             images = load_coco(args.coco, images_dir=args.images, class_map=class_map)
+        elif (args.data / "annotations.json").is_file():  # a split of `detector dataset`
+            from detector.data.coco import load_coco
+
+            images = load_coco(args.data / "annotations.json", images_dir=args.data / "images", class_map=class_map)
         else:
             from detector.data.voc import load_voc_dir
 
