@@ -401,6 +401,7 @@ def test_cli_bad_paths_fail_cleanly(tmp_path: Path, capsys: pytest.CaptureFixtur
         ["evaluate", "--data", str(tmp_path / "nope")],
         ["evaluate", "--coco", str(tmp_path / "nope.json")],
         ["evaluate", "--data", str(tmp_path), "--model", str(tmp_path / "missing.pth")],
+        ["evaluate", "--data", str(tmp_path), "--format", "voc"],  # an empty folder is no VOC data set
     ):
         args = parser.parse_args(argv)
         assert args.func is run

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from detector.data.annotations import AnnotatedImage
+from detector.data.pipeline import FORMATS, load_source
 from detector.evaluate import evaluate_model, plot_pr_curves
 
 if TYPE_CHECKING:
@@ -37,11 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
         "--data", type=Path, metavar="DIR",
-        help="VOC-style folder with images/ and annotations/, or a split folder made by `detector dataset` "
-        "(annotations.json + images/, e.g. OUT/val)",
+        help="folder of labelled pictures in any layout `detector dataset --source` reads: VOC (images/ + "
+        "annotations/), COCO (one .json) or LabelMe; so also a split folder that `detector dataset` made (OUT/val)",
     )
     src.add_argument("--coco", type=Path, metavar="FILE", help="COCO json with the ground truth")
     p.add_argument("--images", type=Path, metavar="DIR", help="image folder for --coco")
+    p.add_argument("--format", default="auto", choices=("auto", *FORMATS),
+                   help="annotation format of --data (default: told from the files)")
     p.add_argument("--model", type=Path, metavar="PATH", help="model file (default: the bundled model)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     p.add_argument(
@@ -116,6 +119,8 @@ def _check_args(args: argparse.Namespace) -> None:
     elif getattr(args, "coco", None) is not None:
         if not args.coco.is_file():
             raise _CliError(f"COCO annotation file not found: {args.coco}")
+        if args.format != "auto":
+            raise _CliError("--format only applies to --data")
         if args.images is not None and not args.images.is_dir():
             raise _CliError(f"image folder not found: {args.images}")
     else:
@@ -142,14 +147,8 @@ def _load_ground_truth(args: argparse.Namespace) -> list[AnnotatedImage]:
             from detector.data.coco import load_coco
 
             images = load_coco(args.coco, images_dir=args.images, class_map=class_map)
-        elif (args.data / "annotations.json").is_file():  # a split of `detector dataset`
-            from detector.data.coco import load_coco
-
-            images = load_coco(args.data / "annotations.json", images_dir=args.data / "images", class_map=class_map)
         else:
-            from detector.data.voc import load_voc_dir
-
-            images = load_voc_dir(args.data, class_map=class_map)
+            images = load_source(args.data, args.format, class_map).images
     except (OSError, ValueError) as exc:
         raise _CliError(str(exc)) from exc
     except (KeyError, TypeError, AttributeError) as exc:  # malformed files
