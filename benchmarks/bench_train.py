@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_train.py [--config centernet_mobilenetv2_ellipse] [--input-size 256]
                                               [--batch-size 16] [--iters 5] [--threads N] [--precision fp32|bf16]
+                                              [--frozen-stages N]
 
 Times full training steps (forward, loss, backward, AdamW update) on
 generated grey pictures with two boxes each; data loading is excluded, so
@@ -27,6 +28,8 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--frozen-stages", type=int, default=-1,
+                        help="as `detector train --frozen-stages`: those stages get no gradients")
     args = parser.parse_args()
 
     import torch
@@ -40,6 +43,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = Config.fromfile(str(config_path(args.config)))
+    cfg.model.backbone.frozen_stages = args.frozen_stages
     size = args.input_size or cfg.input_size
     model = build_mmdet_model(cfg.model.to_dict())
     model.train()
@@ -71,7 +75,7 @@ def main() -> None:
         step()
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     n = args.iters * args.batch_size
-    print(f"{args.config} input {size}x{size} batch {args.batch_size} threads {torch.get_num_threads()} {args.precision}: "
+    print(f"{args.config} input {size}x{size} batch {args.batch_size} threads {torch.get_num_threads()} {args.precision} frozen stages {args.frozen_stages}: "
           f"{n / seconds:.1f} images/s ({seconds / args.iters * 1000:.0f} ms per step), {n / cpu:.1f} images per CPU-second")
 
 

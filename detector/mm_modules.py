@@ -73,6 +73,13 @@ class MobileNetV2Trunk(MobileNetV2):
             delattr(self, name)
         self.layers = self.layers[: last + 1]
 
+    def _freeze_stages(self):
+        super()._freeze_stages()
+        # MMDetection stops the stem's gradients but leaves its BatchNorm in training
+        # mode, so its running statistics would still drift under "frozen".
+        if self.frozen_stages >= 0:
+            self.conv1.eval()
+
 
 import torch  # noqa: E402
 from mmdet.models.dense_heads import CenterNetHead  # noqa: E402

@@ -45,6 +45,7 @@ class TrainOptions:
     keep: str = "best"  # or "last"
     precision: str = "fp32"  # or "bf16"
     ema: bool = False  # validate and keep an exponential moving average of the weights
+    frozen_stages: int = -1  # backbone stages kept at their starting weights (MMDetection's count: -1 none, 0 the stem)
     val_interval: int = 1  # validate every N epochs (and always after the last)
     name: str | None = None  # default: the config's name
     launcher: str = "none"
@@ -70,6 +71,22 @@ def _set_input_size(cfg, size: int) -> None:
                 step.scale = (size, size)
             elif step.type == "Pad":
                 step.size = (size, size)
+
+
+def _freeze_backbone(cfg, stages: int) -> None:
+    """MMDetection's `frozen_stages`: -1 none, 0 the stem, N the stem and the first N block groups."""
+    import inspect
+
+    from mmdet.registry import MODELS
+
+    if stages < -1:
+        raise ValueError(f"--frozen-stages must be -1 or more, got {stages}")
+    backbone = cfg.model.backbone
+    cls = MODELS.get(backbone.get("type"))
+    # Subclasses (MobileNetV2Trunk) pass it on through **kwargs: look along the MRO.
+    if cls is None or not any("frozen_stages" in inspect.signature(c.__init__).parameters for c in cls.__mro__[:-1]):
+        raise ValueError(f"--frozen-stages: backbone {backbone.get('type')} cannot freeze stages")
+    backbone.frozen_stages = stages
 
 
 def build_config(options: TrainOptions):
@@ -119,6 +136,8 @@ def build_config(options: TrainOptions):
         # from 1 down to 0.002 (an average over the last ~500 steps, ~7 epochs of NEU).
         cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(
             type="EMAHook", ema_type="ExpMomentumEMA", momentum=0.002, gamma=300, update_buffers=True, priority=49)]
+    if options.frozen_stages != -1:
+        _freeze_backbone(cfg, options.frozen_stages)
     if options.val_interval > 1:
         cfg.train_cfg.val_interval = options.val_interval
     if options.max_minutes:
@@ -337,6 +356,7 @@ def train(options: TrainOptions, cfg=None, *, began: tuple[float, float] | None 
         "cpu_seconds": curve[-1]["cpu_s"] if curve else None,
         "precision": options.precision,
         "ema": options.ema,
+        "frozen_stages": options.frozen_stages,
         "curve": curve,
         "threads": torch.get_num_threads(),
         "processes": int(runner.world_size),

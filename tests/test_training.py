@@ -89,3 +89,29 @@ def test_fine_tune_from_a_station_model_file(trained):
     assert all(torch.equal(init[k], start_state[k]) for k in init)
     run_log = next((root / "tuned_work").glob("*/*.log")).read_text()
     assert "Load checkpoint from" in run_log and "init_weights.pth" in run_log
+
+
+def test_frozen_stages_keep_their_starting_weights(trained):
+    root, args = trained
+    start = root / "work" / "model.pth"
+    out = root / "frozen.pth"
+    args = [a if a != str(root / "work") else str(root / "frozen_work") for a in args]
+    assert main([*args, "--epochs", "1", "--init-from", str(start), "--out", str(out), "--frozen-stages", "1"]) == 0
+    before, after = load_model_file(start).state_dict, load_model_file(out).state_dict
+    assert load_model_file(out).metadata.training["frozen_stages"] == 1
+
+    def same(prefix):
+        keys = [k for k in before if k.startswith(prefix)]
+        assert keys
+        return all(torch.equal(before[k], after[k]) for k in keys)
+
+    # The stem and the first block group: weights and BatchNorm statistics untouched.
+    assert same("backbone.conv1.") and same("backbone.layer1.")
+    assert not same("backbone.layer2.") and not same("bbox_head.")
+
+
+def test_frozen_stages_out_of_range_is_a_clear_error(trained, capsys):
+    root, args = trained
+    args = [a if a != str(root / "work") else str(root / "bad_work") for a in args]
+    assert main([*args, "--epochs", "1", "--frozen-stages", "-2"]) == 2
+    assert "--frozen-stages must be -1 or more" in capsys.readouterr().err
