@@ -61,8 +61,8 @@ def register(subparsers) -> None:
                    help="keep an exponential moving average of the weights; validation and the model file use it")
     p.add_argument("--frozen-stages", type=int, default=-1, metavar="N",
                    help="keep the backbone's stem and first N block groups at their starting weights (MMDetection's "
-                        "count: -1 trains everything, 0 freezes the stem only); with 2, a MobileNetV2 training step "
-                        "at 192 px is about 1.5x faster (benchmarks/bench_train.py --frozen-stages)")
+                        "count: -1 trains everything, 0 freezes the stem only); with 2, a MobileNetV2 epoch at 192 px "
+                        "took 1.43x less time in a recipe run (benchmarks/bench_train.py --frozen-stages)")
     p.add_argument("--val-interval", type=int, default=1, metavar="N",
                    help="validate every N epochs (always after the last); validation costs about a fifth of an epoch")
     p.add_argument("--name", help="model name recorded in the model file (default: config name)")
