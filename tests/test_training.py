@@ -115,3 +115,16 @@ def test_frozen_stages_out_of_range_is_a_clear_error(trained, capsys):
     args = [a if a != str(root / "work") else str(root / "bad_work") for a in args]
     assert main([*args, "--epochs", "1", "--frozen-stages", "-2"]) == 2
     assert "--frozen-stages must be -1 or more" in capsys.readouterr().err
+
+
+def test_frozen_stages_refused_for_a_backbone_without_stages():
+    from mmengine.config import Config
+
+    from detector.train import _freeze_backbone
+
+    cfg = Config(dict(model=dict(backbone=dict(type="HourglassNet"))))  # no frozen_stages argument
+    with pytest.raises(ValueError, match="HourglassNet cannot freeze stages"):
+        _freeze_backbone(cfg, 1)
+    cfg = Config(dict(model=dict(backbone=dict(type="MobileNetV2Trunk"))))  # takes it through **kwargs
+    _freeze_backbone(cfg, 2)
+    assert cfg.model.backbone.frozen_stages == 2
