@@ -153,7 +153,10 @@ def run_recipe(recipe: Recipe, source: Path, work_dir: Path, *, out: Path | None
     state["steps"].setdefault("startup", {"cpu_s": round(cpu_seconds(), 1), "wall_s": round(process_age(), 1)})
 
     def save_state() -> None:
-        state_path.write_text(json.dumps(state, indent=2))
+        from detector.model_file import portable_paths
+
+        # Repository-relative, like the model file's record: a run directory is copied between machines.
+        state_path.write_text(json.dumps(portable_paths(state), indent=2))
 
     data = work / "data"
     if "data" not in state["steps"] or not (data / "dataset.json").is_file():
