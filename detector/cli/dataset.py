@@ -107,6 +107,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="a random crop keeps at least this share of each side of the picture")
     group.add_argument("--brightness", type=float, default=defaults.brightness, metavar="LEVELS",
                        help="largest random brightness change, in grey levels (0-255 scale) either way")
+    group.add_argument("--paste", type=int, default=defaults.paste, metavar="N",
+                       help="on each copy that holds a defect, paste up to N more of its classes, cut (box plus a "
+                            "blended margin) from the other training pictures, only where they cover no box (0: none)")
     group.add_argument("--contrast", type=float, default=defaults.contrast, metavar="F",
                        help="largest random contrast change as a share (0.2 = from 80%% to 120%%)")
 
@@ -131,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             min_crop=args.min_crop, min_scale=args.min_scale, max_scale=args.max_scale,
             max_rotation=args.max_rotation, rotate90=args.rotate90, brightness=args.brightness,
             contrast=args.contrast, min_visible=args.min_visible, image_format=args.image_format,
-            rotated_box=args.rotated_box,
+            rotated_box=args.rotated_box, paste=args.paste,
         ).validate()
         if args.expand < 0:
             raise ValueError("--expand must be 0 or more")

@@ -12,7 +12,10 @@ Design choices:
   defect. Both are exact for quarter turns;
 - every image gets its own generator seeded from (seed, output name), so a
   variant does not depend on which other images are processed or in what order;
-- output is single-channel grey because the model is trained on grey.
+- output is single-channel grey because the model is trained on grey;
+- with `paste`, each copy also gets defect crops cut from the other pictures
+  (`detector.data.paste`), drawn from their own generator so the copies are
+  otherwise exactly those made without it.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ import numpy as np
 
 from detector.data.annotations import AnnotatedImage, Box
 from detector.data.imagefiles import read_grey, unique_stem, write_grey
+from detector.data.paste import crop_pool, paste_crops
 from detector.data.roi import clip_box, visible_fraction
-
 
 ROTATED_BOXES = ("corners", "ellipse")
 
@@ -44,6 +47,7 @@ class ExpandParams:
     min_visible: float = 0.3  # drop boxes with less of their area inside the result
     rotated_box: str = "corners"  # "corners" or "ellipse": which shape inside the box is turned
     image_format: str = "png"  # "png" or "jpg" (quality 95)
+    paste: int = 0  # defect crops of its own classes, from other pictures, to paste on each copy
 
     def validate(self) -> ExpandParams:
         if not 0 < self.min_crop <= 1:
@@ -60,6 +64,8 @@ class ExpandParams:
             raise ValueError(f"rotated_box must be one of {', '.join(ROTATED_BOXES)}, got {self.rotated_box!r}")
         if self.image_format not in ("png", "jpg"):
             raise ValueError(f"image_format must be 'png' or 'jpg', got {self.image_format!r}")
+        if self.paste < 0:
+            raise ValueError(f"paste must be 0 or more, got {self.paste}")
         return self
 
     def to_dict(self) -> dict:
@@ -185,7 +191,8 @@ def expand(
     """Write each image (grey) plus `variants_per_image` random variants into `out_dir`.
 
     Returns originals and variants, each original followed by its variants.
-    With `variants_per_image=0` this just writes grey copies.
+    With `variants_per_image=0` this just writes grey copies. Crops for `params.paste`
+    come from `images` only, so a training copy never holds a piece of a validation picture.
     """
     params = (params or ExpandParams()).validate()
     if variants_per_image < 0:
@@ -194,6 +201,7 @@ def expand(
     suffix = "." + params.image_format
     used: set[str] = set()
     result = []
+    pool = crop_pool(images) if params.paste and variants_per_image else {}
     for image in images:
         pixels = read_grey(image.image_path)
         height, width = pixels.shape[:2]
@@ -201,9 +209,12 @@ def expand(
         original = write_grey(out_dir / (stem + suffix), pixels)
         result.append(AnnotatedImage(original, width, height, list(image.boxes)))
         rng = image_rng(seed, stem)
+        paste_rng = image_rng(seed, stem + "/paste")
         for k in range(1, variants_per_image + 1):
             variant = sample_variant(rng, width, height, params)
             out_pixels, boxes = apply_variant(pixels, image.boxes, variant, params.min_visible, params.rotated_box)
+            if pool:
+                out_pixels, boxes = paste_crops(out_pixels, boxes, pool, paste_rng, params.paste, image.name)
             path = write_grey(out_dir / (unique_stem(f"{stem}_aug{k:02d}", used) + suffix), out_pixels)
             result.append(AnnotatedImage(path, out_pixels.shape[1], out_pixels.shape[0], boxes))
     return result
