@@ -181,7 +181,7 @@ def test_cli_help_explains_every_option(capsys):
     text = capsys.readouterr().out
     for option in ["--format", "--source", "--out", "--class-map", "--keep-unmapped", "--roi",
                    "--val-fraction", "--seed", "--expand", "--max-rotation", "--min-scale", "--max-scale",
-                   "--min-crop", "--brightness", "--contrast", "--negatives-fraction"]:
+                   "--min-crop", "--brightness", "--contrast", "--negatives-fraction", "--paste"]:
         assert option in text
 
 
