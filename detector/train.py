@@ -34,6 +34,7 @@ class TrainOptions:
     epochs: int | None = None  # None: the config's
     batch_size: int | None = None
     lr: float | None = None
+    weight_decay: float | None = None  # None: the config's (1e-4)
     input_size: int | None = None
     max_minutes: float | None = None
     device: str = "auto"
@@ -130,6 +131,10 @@ def build_config(options: TrainOptions):
         cfg.train_dataloader.batch_size = options.batch_size
     if options.lr:
         cfg.optim_wrapper.optimizer.lr = options.lr
+    if options.weight_decay is not None:
+        if options.weight_decay < 0:
+            raise ValueError(f"--weight-decay must be 0 or more, got {options.weight_decay}")
+        cfg.optim_wrapper.optimizer.weight_decay = options.weight_decay
     if options.ema:
         # A short CPU schedule ends with noisy weights (scratch AP50 swung 0.62-0.73
         # between neighbouring epochs); their average is steadier. The momentum ramps
@@ -363,6 +368,7 @@ def train(options: TrainOptions, cfg=None, *, began: tuple[float, float] | None 
         "device": "cuda" if torch.cuda.is_available() and options.device != "cpu" else "cpu",
         "batch_size": int(cfg.train_dataloader.batch_size),
         "lr": float(cfg.optim_wrapper.optimizer.lr),
+        "weight_decay": float(cfg.optim_wrapper.optimizer.weight_decay),
         "val_history": _read_val_history(work_dir),
         "dataset": json.loads(summary_path.read_text()) if summary_path.is_file() else {},
     }

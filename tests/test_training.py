@@ -110,6 +110,24 @@ def test_frozen_stages_keep_their_starting_weights(trained):
     assert not same("backbone.layer2.") and not same("bbox_head.")
 
 
+def test_weight_decay_reaches_the_optimizer(trained):
+    root, args = trained
+    args = [a if a != str(root / "work") else str(root / "wd_work") for a in args]
+    out = root / "wd.pth"
+    assert main([*args, "--epochs", "1", "--out", str(out), "--weight-decay", "0.05"]) == 0
+    assert load_model_file(out).metadata.training["weight_decay"] == 0.05
+    # The optimizer that trained saved its settings in the checkpoint: every group decayed at 0.05, not the config's 1e-4.
+    state = torch.load(root / "wd_work" / "epoch_1.pth", map_location="cpu", weights_only=False)["optimizer"]
+    assert {group["weight_decay"] for group in state["param_groups"]} == {0.05}
+
+
+def test_negative_weight_decay_is_a_clear_error(trained, capsys):
+    root, args = trained
+    args = [a if a != str(root / "work") else str(root / "bad_wd_work") for a in args]
+    assert main([*args, "--epochs", "1", "--weight-decay", "-0.1"]) == 2
+    assert "--weight-decay must be 0 or more" in capsys.readouterr().err
+
+
 def test_frozen_stages_out_of_range_is_a_clear_error(trained, capsys):
     root, args = trained
     args = [a if a != str(root / "work") else str(root / "bad_work") for a in args]

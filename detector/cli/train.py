@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     p.add_argument("--epochs", type=int, help="number of epochs (config default if omitted)")
     p.add_argument("--batch-size", type=int, help="images per batch per process")
     p.add_argument("--lr", type=float, help="peak learning rate of AdamW")
+    p.add_argument("--weight-decay", type=float,
+                   help="AdamW's decoupled weight decay (default: the config's, 1e-4); larger values pull the weights "
+                        "toward zero every step, against over-fitting a small data set")
     p.add_argument("--input-size", type=int, help="square network input size in pixels (multiple of 32)")
     p.add_argument("--max-minutes", type=float, help="stop after the epoch in which this much wall time is used")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
