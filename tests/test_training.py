@@ -25,6 +25,11 @@ def trained(tmp_path_factory):
     return root, args
 
 
+def _in_work_dir(args, root, name):
+    """The fixture's train arguments with another work dir, so a test does not resume the shared one."""
+    return [str(root / name) if a == str(root / "work") else a for a in args]
+
+
 def test_training_writes_a_loadable_model_file_and_card(trained):
     root, _ = trained
     model_path = root / "work" / "model.pth"
@@ -74,7 +79,7 @@ def test_fine_tune_from_a_station_model_file(trained):
     root, args = trained
     start = root / "work" / "model.pth"
     out = root / "tuned.pth"
-    args = [a if a != str(root / "work") else str(root / "tuned_work") for a in args]
+    args = _in_work_dir(args, root, "tuned_work")
     assert main([*args, "--epochs", "1", "--init-from", str(start), "--out", str(out)]) == 0
     meta = load_model_file(out).metadata
     assert meta.training["pretrained"] == "model file model.pth"
@@ -95,7 +100,7 @@ def test_frozen_stages_keep_their_starting_weights(trained):
     root, args = trained
     start = root / "work" / "model.pth"
     out = root / "frozen.pth"
-    args = [a if a != str(root / "work") else str(root / "frozen_work") for a in args]
+    args = _in_work_dir(args, root, "frozen_work")
     assert main([*args, "--epochs", "1", "--init-from", str(start), "--out", str(out), "--frozen-stages", "1"]) == 0
     before, after = load_model_file(start).state_dict, load_model_file(out).state_dict
     assert load_model_file(out).metadata.training["frozen_stages"] == 1
@@ -112,7 +117,7 @@ def test_frozen_stages_keep_their_starting_weights(trained):
 
 def test_weight_decay_reaches_the_optimizer(trained):
     root, args = trained
-    args = [a if a != str(root / "work") else str(root / "wd_work") for a in args]
+    args = _in_work_dir(args, root, "wd_work")
     out = root / "wd.pth"
     assert main([*args, "--epochs", "1", "--out", str(out), "--weight-decay", "0.05"]) == 0
     assert load_model_file(out).metadata.training["weight_decay"] == 0.05
@@ -123,14 +128,14 @@ def test_weight_decay_reaches_the_optimizer(trained):
 
 def test_negative_weight_decay_is_a_clear_error(trained, capsys):
     root, args = trained
-    args = [a if a != str(root / "work") else str(root / "bad_wd_work") for a in args]
+    args = _in_work_dir(args, root, "bad_wd_work")
     assert main([*args, "--epochs", "1", "--weight-decay", "-0.1"]) == 2
     assert "--weight-decay must be 0 or more" in capsys.readouterr().err
 
 
 def test_frozen_stages_out_of_range_is_a_clear_error(trained, capsys):
     root, args = trained
-    args = [a if a != str(root / "work") else str(root / "bad_work") for a in args]
+    args = _in_work_dir(args, root, "bad_work")
     assert main([*args, "--epochs", "1", "--frozen-stages", "-2"]) == 2
     assert "--frozen-stages must be -1 or more" in capsys.readouterr().err
 
