@@ -100,7 +100,8 @@ def render_model_card(model: ModelFile, model_path: Path) -> str:
         f"- Time: {train.get('train_seconds', 0) / 60:.1f} min for {train.get('epochs_run', '?')} of "
         f"{train.get('epochs_planned', '?')} planned epochs (time budget {train.get('time_budget_minutes') or 'none'} min) "
         f"(batch {train.get('batch_size', '?')}, AdamW lr {train.get('lr', '?')}, cosine decay"
-        + (", weights averaged (EMA)" if train.get("ema") else "") + ")",
+        + (", weights averaged (EMA" + (f", constant momentum {train['ema_momentum']}" if train.get("ema_momentum") else "")
+           + ")" if train.get("ema") else "") + ")",
         *([f"- CPU time: {train['cpu_seconds_total'] / 60:.1f} CPU-minutes (user + system time of the training process, "
            f"all threads; {train['wall_seconds_total'] / 60:.1f} wall minutes), precision {train.get('precision', 'fp32')}"]
           if train.get("cpu_seconds_total") else []),

@@ -46,6 +46,7 @@ class TrainOptions:
     keep: str = "best"  # or "last"
     precision: str = "fp32"  # or "bf16"
     ema: bool = False  # validate and keep an exponential moving average of the weights
+    ema_momentum: float | None = None  # with ema: a constant momentum, no ramp (None: the ramp)
     frozen_stages: int = -1  # backbone stages kept at their starting weights (MMDetection's count: -1 none, 0 the stem)
     val_interval: int = 1  # validate every N epochs (and always after the last)
     name: str | None = None  # default: the config's name
@@ -135,12 +136,26 @@ def build_config(options: TrainOptions):
         if options.weight_decay < 0:
             raise ValueError(f"--weight-decay must be 0 or more, got {options.weight_decay}")
         cfg.optim_wrapper.optimizer.weight_decay = options.weight_decay
-    if options.ema:
+    if options.ema_momentum is not None and not options.ema:
+        raise ValueError("--ema-momentum needs --ema")
+    if options.ema and options.ema_momentum is None:
         # A short CPU schedule ends with noisy weights (scratch AP50 swung 0.62-0.73
         # between neighbouring epochs); their average is steadier. The momentum ramps
-        # from 1 down to 0.002 (an average over the last ~500 steps, ~7 epochs of NEU).
+        # from 1 down to 0.002 (an average over the last ~500 steps, ~7 epochs of NEU),
+        # so that the average forgets the untrained start.
         cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(
             type="EMAHook", ema_type="ExpMomentumEMA", momentum=0.002, gamma=300, update_buffers=True, priority=49)]
+    elif options.ema:
+        if not 0 < options.ema_momentum < 1:
+            raise ValueError(f"--ema-momentum must be between 0 and 1, got {options.ema_momentum}")
+        # A stage that starts from a trained model has no untrained start to forget, and
+        # the ramp is too slow for a short one: 12 epochs (864 steps) ended at momentum
+        # 0.058, an "average" of the last ~17 steps. A constant momentum m averages the
+        # last ~1/m steps from the start on; the average begins at the weights after the
+        # first step, taken at 1% of the lr (warm-up): nearly the loaded ones.
+        cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(
+            type="EMAHook", ema_type="ExponentialMovingAverage", momentum=options.ema_momentum,
+            update_buffers=True, priority=49)]
     if options.frozen_stages != -1:
         _freeze_backbone(cfg, options.frozen_stages)
     if options.val_interval > 1:
@@ -361,6 +376,7 @@ def train(options: TrainOptions, cfg=None, *, began: tuple[float, float] | None 
         "cpu_seconds": curve[-1]["cpu_s"] if curve else None,
         "precision": options.precision,
         "ema": options.ema,
+        "ema_momentum": options.ema_momentum,  # None: the ramp from 1 to 0.002
         "frozen_stages": options.frozen_stages,
         "curve": curve,
         "threads": torch.get_num_threads(),

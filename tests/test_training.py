@@ -151,3 +151,32 @@ def test_frozen_stages_refused_for_a_backbone_without_stages():
     cfg = Config(dict(model=dict(backbone=dict(type="MobileNetV2Trunk"))))  # takes it through **kwargs
     _freeze_backbone(cfg, 2)
     assert cfg.model.backbone.frozen_stages == 2
+
+
+def test_constant_ema_momentum_averages_from_the_loaded_model(trained):
+    root, args = trained
+    start = root / "work" / "model.pth"
+    out = root / "ema.pth"
+    args = _in_work_dir(args, root, "ema_work")
+    assert main([*args, "--epochs", "1", "--init-from", str(start), "--out", str(out),
+                 "--ema", "--ema-momentum", "0.001"]) == 0
+    assert load_model_file(out).metadata.training["ema_momentum"] == 0.001
+    assert "constant momentum 0.001" in out.with_suffix(".md").read_text()
+    before, kept = load_model_file(start).state_dict, load_model_file(out).state_dict
+    # MMEngine saves the average as the checkpoint's weights and the trained ones beside it.
+    raw = torch.load(root / "ema_work" / "epoch_1.pth", map_location="cpu", weights_only=False)["ema_state_dict"]
+    head = [k for k in before if k.startswith("bbox_head.") and before[k].is_floating_point()]
+    moved = sum((raw["module." + k] - before[k]).abs().sum() for k in head)
+    averaged = sum((kept[k] - before[k]).abs().sum() for k in head)
+    # The average begins at the first step's weights (taken at 1% of the lr in warm-up) and
+    # then moves by 0.1% per step; the ramp would sit at momentum ~0.99, i.e. on the trained weights.
+    assert moved > 0 and averaged < 0.3 * moved
+
+
+def test_ema_momentum_out_of_range_or_without_ema_is_a_clear_error(trained, capsys):
+    root, args = trained
+    args = _in_work_dir(args, root, "bad_ema_work")
+    assert main([*args, "--epochs", "1", "--ema", "--ema-momentum", "1.5"]) == 2
+    assert "--ema-momentum must be between 0 and 1" in capsys.readouterr().err
+    assert main([*args, "--epochs", "1", "--ema-momentum", "0.01"]) == 2
+    assert "--ema-momentum needs --ema" in capsys.readouterr().err

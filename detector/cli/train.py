@@ -62,6 +62,10 @@ def register(subparsers) -> None:
                         "1.5-1.7x faster on CPUs with AMX/AVX-512 BF16 (benchmarks/bench_train.py)")
     p.add_argument("--ema", action="store_true",
                    help="keep an exponential moving average of the weights; validation and the model file use it")
+    p.add_argument("--ema-momentum", type=float, metavar="M",
+                   help="with --ema: a constant momentum M (the average covers about the last 1/M steps) instead of "
+                        "the ramp from 1 to 0.002 that forgets the untrained start; for a stage that starts from a "
+                        "trained model (e.g. a recipe's second stage)")
     p.add_argument("--frozen-stages", type=int, default=-1, metavar="N",
                    help="keep the backbone's stem and first N block groups at their starting weights (MMDetection's "
                         "count: -1 trains everything, 0 freezes the stem only); with 2, a MobileNetV2 epoch at 192 px "
