@@ -152,7 +152,8 @@ def build_config(options: TrainOptions):
         # the ramp is too slow for a short one: 12 epochs (864 steps) ended at momentum
         # 0.058, an "average" of the last ~17 steps. A constant momentum m averages the
         # last ~1/m steps from the start on; the average begins at the weights after the
-        # first step, taken at 1% of the lr (warm-up): nearly the loaded ones.
+        # first step, taken at 1% of the lr (warm-up): nearly the loaded ones. In the
+        # recipe's 256-px stage, 0.005 scored no better than the ramp (README, runs/ema2*).
         cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(
             type="EMAHook", ema_type="ExponentialMovingAverage", momentum=options.ema_momentum,
             update_buffers=True, priority=49)]
