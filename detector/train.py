@@ -138,25 +138,25 @@ def build_config(options: TrainOptions):
         cfg.optim_wrapper.optimizer.weight_decay = options.weight_decay
     if options.ema_momentum is not None and not options.ema:
         raise ValueError("--ema-momentum needs --ema")
-    if options.ema and options.ema_momentum is None:
-        # A short CPU schedule ends with noisy weights (scratch AP50 swung 0.62-0.73
-        # between neighbouring epochs); their average is steadier. The momentum ramps
-        # from 1 down to 0.002 (an average over the last ~500 steps, ~7 epochs of NEU),
-        # so that the average forgets the untrained start.
-        cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(
-            type="EMAHook", ema_type="ExpMomentumEMA", momentum=0.002, gamma=300, update_buffers=True, priority=49)]
-    elif options.ema:
-        if not 0 < options.ema_momentum < 1:
+    if options.ema:
+        if options.ema_momentum is None:
+            # A short CPU schedule ends with noisy weights (scratch AP50 swung 0.62-0.73
+            # between neighbouring epochs); their average is steadier. The momentum ramps
+            # from 1 down to 0.002 (an average over the last ~500 steps, ~7 epochs of NEU),
+            # so that the average forgets the untrained start.
+            average = dict(ema_type="ExpMomentumEMA", momentum=0.002, gamma=300)
+        elif not 0 < options.ema_momentum < 1:
             raise ValueError(f"--ema-momentum must be between 0 and 1, got {options.ema_momentum}")
-        # A stage that starts from a trained model has no untrained start to forget, and
-        # the ramp is too slow for a short one: 12 epochs (864 steps) ended at momentum
-        # 0.058, an "average" of the last ~17 steps. A constant momentum m averages the
-        # last ~1/m steps from the start on; the average begins at the weights after the
-        # first step, taken at 1% of the lr (warm-up): nearly the loaded ones. In the
-        # recipe's 256-px stage, 0.005 scored no better than the ramp (README, runs/ema2*).
-        cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(
-            type="EMAHook", ema_type="ExponentialMovingAverage", momentum=options.ema_momentum,
-            update_buffers=True, priority=49)]
+        else:
+            # A stage that starts from a trained model has no untrained start to forget, and
+            # the ramp is too slow for a short one: 12 epochs (864 steps) ended at momentum
+            # 0.058, an "average" of the last ~17 steps. A constant momentum m averages the
+            # last ~1/m steps from the start on; the average begins at the weights after the
+            # first step, taken at 1% of the lr (warm-up): nearly the loaded ones. In the
+            # recipe's 256-px stage, 0.005 scored no better than the ramp (README, runs/ema2*).
+            average = dict(ema_type="ExponentialMovingAverage", momentum=options.ema_momentum)
+        cfg.custom_hooks = [*cfg.get("custom_hooks", []),
+                            dict(type="EMAHook", **average, update_buffers=True, priority=49)]
     if options.frozen_stages != -1:
         _freeze_backbone(cfg, options.frozen_stages)
     if options.val_interval > 1:
