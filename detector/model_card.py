@@ -99,7 +99,9 @@ def render_model_card(model: ModelFile, model_path: Path) -> str:
         + (f" in each of {train['processes']} processes (torchrun)" if train.get("processes", 1) > 1 else ""),
         f"- Time: {train.get('train_seconds', 0) / 60:.1f} min for {train.get('epochs_run', '?')} of "
         f"{train.get('epochs_planned', '?')} planned epochs (time budget {train.get('time_budget_minutes') or 'none'} min) "
-        f"(batch {train.get('batch_size', '?')}, AdamW lr {train.get('lr', '?')}, cosine decay"
+        f"(batch {train.get('batch_size', '?')}, AdamW lr {train.get('lr', '?')}"
+        + (f", size branch at {train['size_lr_mult']:g}x that lr" if train.get("size_lr_mult") is not None else "")
+        + ", cosine decay"
         + (", weights averaged (EMA" + (f", constant momentum {train['ema_momentum']}" if train.get("ema_momentum") else "")
            + ")" if train.get("ema") else "") + ")",
         *([f"- CPU time: {train['cpu_seconds_total'] / 60:.1f} CPU-minutes (user + system time of the training process, "

@@ -35,6 +35,7 @@ class TrainOptions:
     batch_size: int | None = None
     lr: float | None = None
     weight_decay: float | None = None  # None: the config's (1e-4)
+    size_lr_mult: float | None = None  # the size branch's lr multiplier (None: the config's, 10)
     input_size: int | None = None
     max_minutes: float | None = None
     device: str = "auto"
@@ -63,6 +64,9 @@ class TrainResult:
     validation: dict
 
 
+SIZE_BRANCH = "bbox_head.wh_head"  # CenterNet's width/height regression
+
+
 def _set_input_size(cfg, size: int) -> None:
     if size % 32:
         raise ValueError(f"--input-size must be a multiple of 32, got {size}")
@@ -89,6 +93,23 @@ def _freeze_backbone(cfg, stages: int) -> None:
     if cls is None or not any("frozen_stages" in inspect.signature(c.__init__).parameters for c in cls.__mro__[:-1]):
         raise ValueError(f"--frozen-stages: backbone {backbone.get('type')} cannot freeze stages")
     backbone.frozen_stages = stages
+
+
+def _set_size_lr_mult(cfg, mult: float) -> None:
+    """The size branch's lr multiplier. The configs' 10x lets a freshly initialised branch reach
+    box sizes in a few epochs; a stage that loads a trained branch may want less."""
+    if mult < 0:
+        raise ValueError(f"--size-lr-mult must be 0 or more, got {mult}")
+    keys = cfg.optim_wrapper.get("paramwise_cfg", {}).get("custom_keys", {})
+    if SIZE_BRANCH not in keys:
+        raise ValueError(f"--size-lr-mult: the config sets no lr for the size branch ({SIZE_BRANCH})")
+    keys[SIZE_BRANCH]["lr_mult"] = mult
+
+
+def size_lr_mult(cfg) -> float:
+    """The size branch's lr multiplier in this config (1 when it sets none)."""
+    keys = cfg.optim_wrapper.get("paramwise_cfg", {}).get("custom_keys", {})
+    return float(keys.get(SIZE_BRANCH, {}).get("lr_mult", 1.0))
 
 
 def build_config(options: TrainOptions):
@@ -136,6 +157,8 @@ def build_config(options: TrainOptions):
         if options.weight_decay < 0:
             raise ValueError(f"--weight-decay must be 0 or more, got {options.weight_decay}")
         cfg.optim_wrapper.optimizer.weight_decay = options.weight_decay
+    if options.size_lr_mult is not None:
+        _set_size_lr_mult(cfg, options.size_lr_mult)
     if options.ema_momentum is not None and not options.ema:
         raise ValueError("--ema-momentum needs --ema")
     if options.ema:
@@ -386,6 +409,7 @@ def train(options: TrainOptions, cfg=None, *, began: tuple[float, float] | None 
         "batch_size": int(cfg.train_dataloader.batch_size),
         "lr": float(cfg.optim_wrapper.optimizer.lr),
         "weight_decay": float(cfg.optim_wrapper.optimizer.weight_decay),
+        "size_lr_mult": size_lr_mult(cfg),
         "val_history": _read_val_history(work_dir),
         "dataset": json.loads(summary_path.read_text()) if summary_path.is_file() else {},
     }

@@ -133,6 +133,34 @@ def test_negative_weight_decay_is_a_clear_error(trained, capsys):
     assert "--weight-decay must be 0 or more" in capsys.readouterr().err
 
 
+def test_size_lr_mult_zero_keeps_the_loaded_size_branch(trained):
+    root, args = trained
+    start = root / "work" / "model.pth"
+    out = root / "size_lr.pth"
+    args = _in_work_dir(args, root, "size_lr_work")
+    assert main([*args, "--epochs", "1", "--init-from", str(start), "--out", str(out), "--size-lr-mult", "0"]) == 0
+    assert load_model_file(out).metadata.training["size_lr_mult"] == 0.0
+    assert "size branch at 0x that lr" in out.with_suffix(".md").read_text()
+    before, after = load_model_file(start).state_dict, load_model_file(out).state_dict
+
+    def same(prefix):
+        keys = [k for k in before if k.startswith(prefix)]
+        assert keys
+        return all(torch.equal(before[k], after[k]) for k in keys)
+
+    # lr 0 for the size branch (AdamW's decay is scaled by the lr too); the rest of the head trained.
+    assert same("bbox_head.wh_head.") and not same("bbox_head.heatmap_head.")
+    # The first run kept the configs' 10x.
+    assert load_model_file(start).metadata.training["size_lr_mult"] == 10.0
+
+
+def test_negative_size_lr_mult_is_a_clear_error(trained, capsys):
+    root, args = trained
+    args = _in_work_dir(args, root, "bad_size_lr_work")
+    assert main([*args, "--epochs", "1", "--size-lr-mult", "-1"]) == 2
+    assert "--size-lr-mult must be 0 or more" in capsys.readouterr().err
+
+
 def test_frozen_stages_out_of_range_is_a_clear_error(trained, capsys):
     root, args = trained
     args = _in_work_dir(args, root, "bad_work")
