@@ -96,23 +96,27 @@ def test_fine_tune_from_a_station_model_file(trained):
     assert "Load checkpoint from" in run_log and "init_weights.pth" in run_log
 
 
-def test_frozen_stages_keep_their_starting_weights(trained):
+def _fine_tune(trained, name, *options):
+    """One epoch from the fixture's model file with `options`: (weights before, weights after, new model file)."""
     root, args = trained
-    start = root / "work" / "model.pth"
-    out = root / "frozen.pth"
-    args = _in_work_dir(args, root, "frozen_work")
-    assert main([*args, "--epochs", "1", "--init-from", str(start), "--out", str(out), "--frozen-stages", "1"]) == 0
-    before, after = load_model_file(start).state_dict, load_model_file(out).state_dict
+    start, out = root / "work" / "model.pth", root / f"{name}.pth"
+    args = _in_work_dir(args, root, f"{name}_work")
+    assert main([*args, "--epochs", "1", "--init-from", str(start), "--out", str(out), *options]) == 0
+    return load_model_file(start).state_dict, load_model_file(out).state_dict, out
+
+
+def _unchanged(before, after, prefix):
+    keys = [k for k in before if k.startswith(prefix)]
+    assert keys
+    return all(torch.equal(before[k], after[k]) for k in keys)
+
+
+def test_frozen_stages_keep_their_starting_weights(trained):
+    before, after, out = _fine_tune(trained, "frozen", "--frozen-stages", "1")
     assert load_model_file(out).metadata.training["frozen_stages"] == 1
-
-    def same(prefix):
-        keys = [k for k in before if k.startswith(prefix)]
-        assert keys
-        return all(torch.equal(before[k], after[k]) for k in keys)
-
     # The stem and the first block group: weights and BatchNorm statistics untouched.
-    assert same("backbone.conv1.") and same("backbone.layer1.")
-    assert not same("backbone.layer2.") and not same("bbox_head.")
+    assert _unchanged(before, after, "backbone.conv1.") and _unchanged(before, after, "backbone.layer1.")
+    assert not _unchanged(before, after, "backbone.layer2.") and not _unchanged(before, after, "bbox_head.")
 
 
 def test_weight_decay_reaches_the_optimizer(trained):
@@ -134,24 +138,14 @@ def test_negative_weight_decay_is_a_clear_error(trained, capsys):
 
 
 def test_size_lr_mult_zero_keeps_the_loaded_size_branch(trained):
-    root, args = trained
-    start = root / "work" / "model.pth"
-    out = root / "size_lr.pth"
-    args = _in_work_dir(args, root, "size_lr_work")
-    assert main([*args, "--epochs", "1", "--init-from", str(start), "--out", str(out), "--size-lr-mult", "0"]) == 0
+    before, after, out = _fine_tune(trained, "size_lr", "--size-lr-mult", "0")
     assert load_model_file(out).metadata.training["size_lr_mult"] == 0.0
     assert "size branch at 0x that lr" in out.with_suffix(".md").read_text()
-    before, after = load_model_file(start).state_dict, load_model_file(out).state_dict
-
-    def same(prefix):
-        keys = [k for k in before if k.startswith(prefix)]
-        assert keys
-        return all(torch.equal(before[k], after[k]) for k in keys)
-
     # lr 0 for the size branch (AdamW's decay is scaled by the lr too); the rest of the head trained.
-    assert same("bbox_head.wh_head.") and not same("bbox_head.heatmap_head.")
-    # The first run kept the configs' 10x.
-    assert load_model_file(start).metadata.training["size_lr_mult"] == 10.0
+    assert _unchanged(before, after, "bbox_head.wh_head.") and not _unchanged(before, after, "bbox_head.heatmap_head.")
+    # The fixture's run kept the configs' 10x.
+    root, _ = trained
+    assert load_model_file(root / "work" / "model.pth").metadata.training["size_lr_mult"] == 10.0
 
 
 def test_negative_size_lr_mult_is_a_clear_error(trained, capsys):
