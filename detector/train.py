@@ -95,12 +95,17 @@ def _freeze_backbone(cfg, stages: int) -> None:
     backbone.frozen_stages = stages
 
 
+def _lr_custom_keys(cfg) -> dict:
+    """The config's per-parameter optimizer settings (MMEngine's paramwise custom_keys), by name prefix."""
+    return cfg.optim_wrapper.get("paramwise_cfg", {}).get("custom_keys", {})
+
+
 def _set_size_lr_mult(cfg, mult: float) -> None:
     """The size branch's lr multiplier. The configs' 10x lets a freshly initialised branch reach
     box sizes in a few epochs; a stage that loads a trained branch may want less."""
     if mult < 0:
         raise ValueError(f"--size-lr-mult must be 0 or more, got {mult}")
-    keys = cfg.optim_wrapper.get("paramwise_cfg", {}).get("custom_keys", {})
+    keys = _lr_custom_keys(cfg)
     if SIZE_BRANCH not in keys:
         raise ValueError(f"--size-lr-mult: the config sets no lr for the size branch ({SIZE_BRANCH})")
     keys[SIZE_BRANCH]["lr_mult"] = mult
@@ -108,8 +113,7 @@ def _set_size_lr_mult(cfg, mult: float) -> None:
 
 def size_lr_mult(cfg) -> float:
     """The size branch's lr multiplier in this config (1 when it sets none)."""
-    keys = cfg.optim_wrapper.get("paramwise_cfg", {}).get("custom_keys", {})
-    return float(keys.get(SIZE_BRANCH, {}).get("lr_mult", 1.0))
+    return float(_lr_custom_keys(cfg).get(SIZE_BRANCH, {}).get("lr_mult", 1.0))
 
 
 def build_config(options: TrainOptions):
