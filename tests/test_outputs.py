@@ -117,6 +117,11 @@ def first_arrivals(uids: list[str]) -> list[str]:
     return list(dict.fromkeys(uids))
 
 
+def received(sub: Subscriber) -> list[str]:
+    """The result uids a subscriber got, each at its first arrival."""
+    return first_arrivals([m["uid"] for m in sub.results()])
+
+
 # -- URLs and the message --------------------------------------------------------------------------------------
 
 
@@ -240,17 +245,17 @@ def test_mqtt_broker_killed_and_restarted_loses_nothing(tmp_path, store, samples
             assert sub.wait_for(lambda s: len(s.messages) >= 20)
             broker.kill()
             assert wait_until(lambda: not sub.client.is_connected())
-            from_killed = first_arrivals([m["uid"] for m in sub.results()])  # all the receiver got from it
+            from_killed = received(sub)  # all the receiver got from it
             assert wait_until(lambda: worker.status()[0].backlog_rows >= 30)
             during = worker.status()[0]  # its `delivered`: results the killed broker acknowledged
             broker.start()
             n = len(producer.ids)
             assert wait_until(lambda: len(producer.ids) >= n + 30)
         log = logged_uids(store, start)
-        died_with_broker = log[len(from_killed):during.delivered]
-        expected = [u for u in log if u not in set(died_with_broker)]
-        assert wait_until(lambda: first_arrivals([m["uid"] for m in sub.results()]) == expected, 20), (
-            len(log), len(from_killed), during.delivered, len(first_arrivals([m["uid"] for m in sub.results()])))
+        died_with_broker = set(log[len(from_killed):during.delivered])
+        expected = [u for u in log if u not in died_with_broker]
+        assert wait_until(lambda: received(sub) == expected, 20), (len(log), len(from_killed), during.delivered,
+                                                                   len(received(sub)))
         assert wait_until(lambda: worker.status()[0].backlog_rows == 0)
         after = worker.status()[0]
         state = Subscriber(broker.port, f"plant/{STATION}/state")
