@@ -64,6 +64,17 @@ def _recipe_lines(recipe: dict | None, classes: Sequence[str]) -> list[str]:
     return lines
 
 
+def _averaged_lines(averaged: dict | None) -> list[str]:
+    """The ingredients of a weight average (`python -m detector average`); the sections above describe the first."""
+    if not averaged:
+        return []
+    return [f"- Weights: the mean of {len(averaged['ingredients'])} runs' weights (`{averaged.get('command')}`, "
+            f"{averaged.get('at')}); the training above is the first run's:",
+            *[f"  - `{i.get('file')}` (sha256 `{i.get('sha256')}…`, validation mAP50 alone {_fmt(i.get('validation_map50'))}, "
+              f"{_fmt((i.get('cpu_seconds_total') or 0) / 60)} CPU-minutes): "
+              f"`{i.get('command')}`" for i in averaged["ingredients"]]]
+
+
 def render_model_card(model: ModelFile, model_path: Path) -> str:
     meta, train = model.metadata, model.metadata.training
     data = train.get("dataset", {})
@@ -115,6 +126,7 @@ def render_model_card(model: ModelFile, model_path: Path) -> str:
         f"- Command: `{train.get('command', 'n/a')}`",
         *[f"- Changed after training ({c.get('at')}): {', '.join(f'{k} = {v}' for k, v in c.get('changes', {}).items())}: "
           f"`{c.get('command')}`" for c in train.get("settings_changes", [])],
+        *_averaged_lines(train.get("averaged")),
         *_recipe_lines(train.get("recipe"), meta.class_names),
         "",
         "## Data",

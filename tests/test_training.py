@@ -202,3 +202,44 @@ def test_ema_momentum_out_of_range_or_without_ema_is_a_clear_error(trained, caps
     assert "--ema-momentum must be between 0 and 1" in capsys.readouterr().err
     assert main([*args, "--epochs", "1", "--ema-momentum", "0.01"]) == 2
     assert "--ema-momentum needs --ema" in capsys.readouterr().err
+
+
+def test_average_of_two_fine_tunes_is_their_mean_and_runs(trained):
+    root, _ = trained
+    _, a_sd, a = _fine_tune(trained, "avg_a", "--seed", "1")
+    _, b_sd, b = _fine_tune(trained, "avg_b", "--seed", "2")
+    out = root / "avg.pth"
+    assert main(["average", str(a), str(b), "--out", str(out), "--validate", str(root / "data" / "val")]) == 0
+    avg = load_model_file(out)
+    moved = [k for k in a_sd if torch.is_floating_point(a_sd[k]) and not torch.equal(a_sd[k], b_sd[k])]
+    assert moved  # the seeds gave two different networks, so the test below tells a mean from a copy
+    for key in a_sd:
+        if torch.is_floating_point(a_sd[key]):
+            assert torch.allclose(avg.state_dict[key], (a_sd[key] + b_sd[key]) / 2, atol=1e-6), key
+        else:
+            assert torch.equal(avg.state_dict[key], a_sd[key]), key
+    record = avg.metadata.training["averaged"]
+    assert [i["sha256"] for i in record["ingredients"]] == [load_model_file(p).sha256[:16] for p in (a, b)]
+    assert set(avg.metadata.training["validation"]["classes"]) == {"scratch", "pit"}  # measured, not copied
+    assert "mean of 2 runs' weights" in out.with_suffix(".md").read_text()
+    dets = Detector(out, device="cpu").detect(root / "src" / "images" / "scratches_0.jpg", threshold=0.0)
+    assert len(dets) == 100
+
+
+def test_average_refuses_runs_from_different_starts(trained, capsys):
+    root, _ = trained
+    scratch_run = root / "work" / "model.pth"  # from ImageNet weights: no parent model file
+    tuned = root / "avg_c.pth"
+    if not tuned.is_file():
+        _fine_tune(trained, "avg_c")
+    out = root / "bad_avg.pth"
+    assert main(["average", str(tuned), str(scratch_run), "--out", str(out)]) == 1
+    assert "different model" in capsys.readouterr().err and not out.exists()
+    assert main(["average", str(scratch_run), str(tuned), "--out", str(out)]) == 1
+    assert "no lineage" in capsys.readouterr().err and not out.exists()
+    assert main(["average", str(tuned), "--out", str(out)]) == 1
+    assert "at least two" in capsys.readouterr().err
+    assert main(["average", str(tuned), str(tuned), "--out", str(out)]) == 1
+    assert "same model" in capsys.readouterr().err and not out.exists()
+    assert main(["average", str(tuned), str(tuned), "--out", str(tuned)]) == 2
+    assert "must not be one of" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from detector.cli import dataset, evaluate, export, model, quantize, train
+    from detector.cli import average, dataset, evaluate, export, model, quantize, train
 
     parser = argparse.ArgumentParser(
         prog="python -m detector",
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.register(sub)
     quantize.register(sub)
     model.register(sub)
+    average.register(sub)
     return parser
 
 
