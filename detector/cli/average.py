@@ -9,11 +9,11 @@ the same stage with other seeds; the lineage in each file is checked.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from detector.cli import command_line
+from detector.cli.model import validation_summary
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,6 +54,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: the mean of {len(args.models)} models' weights")
     val = model.metadata.training.get("validation")
     if val:
-        print("validation: " + json.dumps({k: round(v["ap50"], 3) for k, v in val["classes"].items()})
-              + f", mAP50 {val['map50']:.3f}")
+        print(validation_summary(val))
     return 0

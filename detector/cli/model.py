@@ -74,7 +74,12 @@ def run(args: argparse.Namespace) -> int:
           f"NMS {meta.nms_iou if meta.nms_iou is not None else 'off'}, created {meta.created}")
     val = meta.training.get("validation")
     if val:
-        print("validation: " + json.dumps({k: round(v["ap50"], 3) for k, v in val["classes"].items()})
-              + f", mAP50 {val['map50']:.3f}, mAP {val['map']:.3f}, flip test {'on' if val.get('flip_test') else 'off'}, "
-              f"NMS {val.get('nms_iou') or 'off'}")
+        print(validation_summary(val))
     return 0
+
+
+def validation_summary(val: dict) -> str:
+    """One line of a model file's validation record: AP50 per class, mAP50, mAP and the settings measured with."""
+    return ("validation: " + json.dumps({k: round(v["ap50"], 3) for k, v in val["classes"].items()})
+            + f", mAP50 {val['map50']:.3f}, mAP {val['map']:.3f}, flip test {'on' if val.get('flip_test') else 'off'}, "
+            f"NMS {val.get('nms_iou') or 'off'}")
