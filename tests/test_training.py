@@ -204,12 +204,15 @@ def test_ema_momentum_out_of_range_or_without_ema_is_a_clear_error(trained, caps
     assert "--ema-momentum needs --ema" in capsys.readouterr().err
 
 
-def test_average_of_two_fine_tunes_is_their_mean_and_runs(trained):
+def test_average_of_two_fine_tunes_is_their_mean_and_runs(trained, capsys):
     root, _ = trained
     _, a_sd, a = _fine_tune(trained, "avg_a", "--seed", "1")
     _, b_sd, b = _fine_tune(trained, "avg_b", "--seed", "2")
     out = root / "avg.pth"
+    capsys.readouterr()
     assert main(["average", str(a), str(b), "--out", str(out), "--validate", str(root / "data" / "val")]) == 0
+    printed = capsys.readouterr().out
+    assert "the mean of 2 models' weights" in printed and "validation: {\"scratch\": " in printed and "mAP50 " in printed
     avg = load_model_file(out)
     moved = [k for k in a_sd if torch.is_floating_point(a_sd[k]) and not torch.equal(a_sd[k], b_sd[k])]
     assert moved  # the seeds gave two different networks, so the test below tells a mean from a copy
