@@ -2,8 +2,8 @@
 
 Runs that start from the same model file and differ only in their seed (the
 order and the variations of the pictures) end near each other, so the mean of
-their weights is itself a good model, often better than each run, and costs
-nothing at inference: it is one network. Networks trained from different
+their weights is itself a working model, about as good as their mean or a
+little better (README, seed-2 runs), and costs nothing at inference: one network. Networks trained from different
 starting points do not average (their units are not in the same order), so
 the runs must share their parent, which the files' lineage shows. The command
 line is `python -m detector average`.

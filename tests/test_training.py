@@ -232,9 +232,7 @@ def test_average_of_two_fine_tunes_is_their_mean_and_runs(trained, capsys):
 def test_average_refuses_runs_from_different_starts(trained, capsys):
     root, _ = trained
     scratch_run = root / "work" / "model.pth"  # from ImageNet weights: no parent model file
-    tuned = root / "avg_c.pth"
-    if not tuned.is_file():
-        _fine_tune(trained, "avg_c")
+    _, _, tuned = _fine_tune(trained, "avg_c")
     out = root / "bad_avg.pth"
     assert main(["average", str(tuned), str(scratch_run), "--out", str(out)]) == 1
     assert "different model" in capsys.readouterr().err and not out.exists()
