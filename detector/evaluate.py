@@ -45,6 +45,8 @@ from detector.detection import Detection
 __all__ = [
     "ClassResult",
     "EvaluationResult",
+    "PictureVerdicts",
+    "picture_verdicts",
     "box_iou",
     "voc_ap",
     "image_key",
@@ -104,12 +106,15 @@ class EvaluationResult:
     # Labels that are not in `classes`; their boxes / detections were ignored.
     unknown_gt_labels: dict[str, int] = field(default_factory=dict)
     unknown_det_labels: dict[str, int] = field(default_factory=dict)
+    # PASS/FAIL per picture at each asked-for threshold (`evaluate_model(verdict_thresholds=...)`).
+    verdicts: list[PictureVerdicts] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict; NaN becomes None so `json.dumps` stays strict.
 
-        Shape: {"classes": {name: {"ap50", "ap", "n_gt", ...}}, "map50", "map"}.
-        "ap50" is measured at `iou_threshold` (0.5 by default).
+        Shape: {"classes": {name: {"ap50", "ap", "n_gt", ...}}, "map50", "map"}, and
+        "verdicts" when PASS/FAIL per picture was asked for. "ap50" is measured at
+        `iou_threshold` (0.5 by default).
         """
         return {
             "classes": {
@@ -125,6 +130,7 @@ class EvaluationResult:
             },
             "map50": _json_float(self.map50),
             "map": _json_float(self.map),
+            **({"verdicts": [v.to_json() for v in self.verdicts]} if self.verdicts else {}),
         }
 
     def format_table(self) -> str:
@@ -149,6 +155,108 @@ class EvaluationResult:
             f"{_fmt(self.coco_map50):>8}  {_fmt(self.map):>8}"
         )
         return "\n".join(lines)
+
+
+@dataclass
+class PictureVerdicts:
+    """What the station would say about each picture: PASS, or FAIL when any detection reaches `threshold`.
+
+    That is the station's verdict under its default rule (no minimum size or
+    score per class). AP50 scores boxes; a plant counts parts: a defective part
+    that passes (an escape) and a good part that fails (a false reject).
+    Defect pictures hold at least one regular box of the model's classes; clean
+    pictures hold no box at all. Pictures whose only boxes are difficult or of
+    classes the model does not know are neither, and are counted apart.
+    """
+
+    threshold: float
+    defect_pictures: int
+    clean_pictures: int
+    escapes: list[str]  # defect pictures with no detection at the threshold: PASS
+    false_rejects: list[str]  # clean pictures with a detection at the threshold: FAIL
+    not_counted: int
+    # Per class: pictures holding it, and of those, how many have a detection of that class at the threshold.
+    class_pictures: dict[str, int] = field(default_factory=dict)
+    class_found: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "defect_pictures": self.defect_pictures,
+            "clean_pictures": self.clean_pictures,
+            "escapes": self.escapes,
+            "false_rejects": self.false_rejects,
+            "not_counted": self.not_counted,
+            "classes": {c: {"pictures": n, "found": self.class_found[c]} for c, n in self.class_pictures.items()},
+        }
+
+    def format_lines(self) -> list[str]:
+        """Console lines: the escapes and false rejects, with the first few names."""
+        d, c = self.defect_pictures, self.clean_pictures
+        lines = [
+            f"PASS/FAIL per picture at threshold {self.threshold:g} (FAIL: any detection at the threshold):",
+            f"  defect pictures {d}: {d - len(self.escapes)} FAIL, {len(self.escapes)} PASS (escapes){_names(self.escapes)}",
+            f"  clean pictures {c}: {c - len(self.false_rejects)} PASS, {len(self.false_rejects)} FAIL "
+            f"(false rejects){_names(self.false_rejects)}",
+        ]
+        for name, n in self.class_pictures.items():
+            lines.append(f"  {name}: found on {self.class_found[name]} of the {n} pictures that hold it")
+        if self.not_counted:
+            lines.append(f"  not counted: {self.not_counted} pictures whose only boxes are difficult or of unknown classes")
+        return lines
+
+
+def _names(names: Sequence[str], shown: int = 5) -> str:
+    if not names:
+        return ""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ": " + ", ".join(names[:shown]) + more
+
+
+def picture_verdicts(
+    ground_truth: Sequence[AnnotatedImage],
+    detections: Sequence[Sequence[Detection]],
+    classes: Sequence[str],
+    threshold: float,
+) -> PictureVerdicts:
+    """PASS/FAIL per picture at `threshold` against what each picture holds.
+
+    `detections` are aligned with `ground_truth` (one sequence per picture), as
+    found at a lower threshold: the station's NMS only lets a box suppress
+    lower-scoring ones, so the boxes at or above `threshold` are the ones the
+    station would have shown.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be within 0..1, got {threshold}")
+    if len(detections) != len(ground_truth):
+        raise ValueError(f"{len(detections)} detection lists for {len(ground_truth)} pictures")
+    classes = list(dict.fromkeys(classes))
+    known = set(classes)
+    pictures = {c: 0 for c in classes}
+    found = {c: 0 for c in classes}
+    escapes: list[str] = []
+    false_rejects: list[str] = []
+    defect = clean = not_counted = 0
+    for img, dets in zip(ground_truth, detections):
+        flagged = {d.label for d in dets if d.score >= threshold}
+        held = {b.label for b in img.boxes if b.label in known and not b.difficult}
+        if held:
+            defect += 1
+            if not flagged:
+                escapes.append(img.name)
+            for label in held:
+                pictures[label] += 1
+                found[label] += label in flagged
+        elif not img.boxes:
+            clean += 1
+            if flagged:
+                false_rejects.append(img.name)
+        else:
+            not_counted += 1
+    return PictureVerdicts(
+        threshold=float(threshold), defect_pictures=defect, clean_pictures=clean, escapes=escapes,
+        false_rejects=false_rejects, not_counted=not_counted, class_pictures=pictures, class_found=found,
+    )
 
 
 def _json_float(v: float) -> float | None:
@@ -476,10 +584,12 @@ def evaluate_model(
     *,
     score_threshold: float = EVAL_SCORE_THRESHOLD,
     progress: Callable[[int, int], None] | None = None,
+    verdict_thresholds: Sequence[float] = (),
 ) -> EvaluationResult:
     """Run `detector` on every image and evaluate against its own classes.
 
     `progress(done, total)` is called after each image (e.g. for a GUI bar).
+    `verdict_thresholds`: also the PASS/FAIL per picture at each (`picture_verdicts`).
     """
     dets: list[Sequence[Detection]] = []
     total = len(images)
@@ -487,7 +597,10 @@ def evaluate_model(
         dets.append(detector.detect(str(img.image_path), threshold=score_threshold))
         if progress is not None:
             progress(i + 1, total)
-    return _evaluate_aligned(images, dets, list(detector.metadata.class_names), iou_threshold, coco=True)
+    classes = list(detector.metadata.class_names)
+    result = _evaluate_aligned(images, dets, classes, iou_threshold, coco=True)
+    result.verdicts = [picture_verdicts(images, dets, classes, t) for t in verdict_thresholds]
+    return result
 
 
 # --------------------------------------------------------------------------- #

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,6 +21,7 @@ from detector.evaluate import (
     box_iou,
     evaluate_detections,
     evaluate_model,
+    picture_verdicts,
     plot_pr_curves,
     voc_ap,
 )
@@ -364,7 +366,7 @@ class FakeDetector:
 
     def __init__(self, by_path: dict[str, list[Detection]], class_names: list[str]) -> None:
         self.by_path = by_path
-        self.metadata = SimpleNamespace(class_names=class_names)
+        self.metadata = SimpleNamespace(class_names=class_names, default_threshold=0.3)
         self.thresholds: list[float | None] = []
 
     def detect(self, image, threshold=None):  # noqa: ANN001
@@ -426,7 +428,8 @@ def test_cli_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
     captured = capsys.readouterr()
     assert "mean" in captured.out and "scratch" in captured.out
     data = json.loads(out_json.read_text())
-    assert set(data) == {"classes", "map50", "map"} and set(data["classes"]) == set(CLASSES)
+    assert set(data) == {"classes", "map50", "map", "verdicts"} and set(data["classes"]) == set(CLASSES)
+    assert [v["threshold"] for v in data["verdicts"]] == [0.3]  # the model's default threshold
     assert out_png.stat().st_size > 1000
 
     # A model that fails to load is one line on stderr, exit 1.
@@ -497,3 +500,67 @@ def test_cli_reads_a_split_folder_of_detector_dataset(
     capsys.readouterr()
     data = json.loads(out_json.read_text())
     assert data["classes"]["scratch"]["ap50"] == 1.0 and data["classes"]["pit"]["ap50"] == 0.0
+
+
+# --------------------------------------------------------------------------- #
+# PASS/FAIL per picture
+# --------------------------------------------------------------------------- #
+
+
+def test_picture_verdicts_count_escapes_and_false_rejects() -> None:
+    scratch, pit = Box("scratch", 10, 10, 20, 80), Box("pit", 50, 50, 70, 70)
+    images = [
+        img("a.png", scratch),                      # found as scratch
+        img("b.png", pit),                          # flagged, but as scratch: FAIL all the same
+        img("c.png", pit),                          # a weak pit: an escape at 0.3
+        img("d.png"),                               # clean, a false alarm at 0.4
+        img("e.png"),                               # clean, nothing found
+        img("f.png", replace(pit, difficult=True)),  # only a difficult box: neither
+        img("g.png", scratch, pit),                 # both held, pit found
+    ]
+    found = [
+        [on(scratch, 0.9)],
+        [det("scratch", 0.5, 0, 0, 9, 9)],
+        [on(pit, 0.2)],
+        [det("pit", 0.4, 0, 0, 9, 9)],
+        [],
+        [on(pit, 0.9)],
+        [on(pit, 0.8)],
+    ]
+    v = picture_verdicts(images, found, ["scratch", "pit"], 0.3)
+    assert (v.defect_pictures, v.clean_pictures, v.not_counted) == (4, 2, 1)
+    assert v.escapes == ["c.png"] and v.false_rejects == ["d.png"]
+    assert v.class_pictures == {"scratch": 2, "pit": 3} and v.class_found == {"scratch": 1, "pit": 1}
+    # A higher threshold trades false rejects for escapes; a lower one the other way.
+    high = picture_verdicts(images, found, ["scratch", "pit"], 0.6)
+    assert high.escapes == ["b.png", "c.png"] and high.false_rejects == []
+    low = picture_verdicts(images, found, ["scratch", "pit"], 0.1)
+    assert low.escapes == [] and low.false_rejects == ["d.png"] and low.class_found["pit"] == 2
+    text = "\n".join(v.format_lines())
+    assert "4: 3 FAIL, 1 PASS (escapes): c.png" in text and "2: 1 PASS, 1 FAIL (false rejects): d.png" in text
+    assert v.to_json()["classes"]["pit"] == {"pictures": 3, "found": 1}
+    with pytest.raises(ValueError, match="within 0..1"):
+        picture_verdicts(images, found, ["scratch", "pit"], 1.5)
+    with pytest.raises(ValueError, match="detection lists"):
+        picture_verdicts(images, found[:-1], ["scratch", "pit"], 0.3)
+
+
+def test_cli_prints_pass_fail_per_picture_at_each_threshold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scratch, pit = Box("scratch", 9, 19, 40, 120), Box("pit", 50, 50, 70, 66)
+    gts = [img("a.png", scratch), img("b.png", pit), img("c.png")]
+    by_path = {"a.png": [on(scratch, 0.9)], "b.png": [on(pit, 0.5)], "c.png": [det("pit", 0.35, 0, 0, 9, 9)]}
+    monkeypatch.setattr(evaluate_cli, "_load_ground_truth", lambda args: gts)
+    monkeypatch.setattr(evaluate_cli, "_load_detector", lambda args: FakeDetector(by_path, ["scratch", "pit"]))
+    out_json = tmp_path / "m.json"
+    argv = ["evaluate", "--data", str(tmp_path), "--json", str(out_json), "--verdict-threshold", "0.3,0.6"]
+    assert run(make_parser().parse_args(argv)) == 0
+    out = capsys.readouterr().out
+    assert "PASS/FAIL per picture at threshold 0.3 " in out and "at threshold 0.6 " in out
+    data = json.loads(out_json.read_text())["verdicts"]
+    assert [(v["escapes"], v["false_rejects"]) for v in data] == [([], ["c.png"]), (["b.png"], [])]
+    for bad in ("1.5", "x"):
+        with pytest.raises(SystemExit):
+            make_parser().parse_args(["evaluate", "--data", str(tmp_path), "--verdict-threshold", bad])
+    capsys.readouterr()

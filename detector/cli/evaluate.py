@@ -32,7 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="measure mAP of a model on an annotated data set",
         description=(
             "Run the model on every annotated image and report per-class AP at the "
-            "IoU threshold (all-point interpolation) and COCO AP@[.5:.95]."
+            "IoU threshold (all-point interpolation) and COCO AP@[.5:.95], then what the "
+            "station would say about each picture: defect pictures that PASS (escapes) "
+            "and clean pictures that FAIL (false rejects)."
         ),
     )
     src = p.add_mutually_exclusive_group(required=True)
@@ -55,6 +57,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, metavar="OUT", help="write metrics as JSON here")
     p.add_argument("--plot", type=Path, metavar="OUT.png", help="write precision-recall curves here")
     p.add_argument("--iou", type=float, default=0.5, help="IoU threshold for AP (default: 0.5)")
+    p.add_argument(
+        "--verdict-threshold", type=_thresholds, metavar="T[,T...]",
+        help="detection thresholds for the PASS/FAIL per picture, comma-separated "
+        "(default: the model's own default threshold)",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -87,8 +94,12 @@ def run(args: argparse.Namespace) -> int:
                 end = "\n" if done == total or not tty else ""
                 print(f"{lead}detecting {done}/{total}", end=end, file=sys.stderr, flush=True)
 
-        result = evaluate_model(detector, images, iou_threshold=args.iou, progress=progress)
+        thresholds = args.verdict_threshold or [detector.metadata.default_threshold]
+        result = evaluate_model(detector, images, iou_threshold=args.iou, progress=progress,
+                                verdict_thresholds=thresholds)
         print(result.format_table())
+        for verdicts in result.verdicts:
+            print("\n".join(verdicts.format_lines()))
         if args.json is not None:
             import json
 
@@ -106,6 +117,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _thresholds(text: str) -> list[float]:
+    """argparse type of --verdict-threshold: scores within 0..1, comma-separated."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    bad = [v for v in values if not 0.0 <= v <= 1.0]
+    if bad:
+        raise argparse.ArgumentTypeError(f"thresholds must be within 0..1, got {bad[0]}")
+    return values
 
 
 def _check_args(args: argparse.Namespace) -> None:
