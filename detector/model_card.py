@@ -75,6 +75,23 @@ def _averaged_lines(averaged: dict | None) -> list[str]:
               f"`{i.get('command')}`" for i in averaged["ingredients"]]]
 
 
+def _verdict_lines(verdicts: list[dict] | None) -> list[str]:
+    """What the station would say about each validation picture (`detector.evaluate.PictureVerdicts`)."""
+    lines = []
+    for v in verdicts or []:
+        escapes, rejects = v.get("escapes", []), v.get("false_rejects", [])
+        found = "; ".join(f"{name} found on {row.get('found')} of {row.get('pictures')} pictures"
+                          for name, row in v.get("classes", {}).items())
+        lines += [
+            "",
+            f"PASS/FAIL per picture at threshold {v.get('threshold')} (FAIL when any detection reaches it, the "
+            f"station's default rule): {v.get('defect_pictures')} defect pictures, {len(escapes)} of them PASS "
+            f"(escapes{': ' + ', '.join(escapes) if escapes else ''}); {v.get('clean_pictures')} clean pictures, "
+            f"{len(rejects)} of them FAIL (false rejects{': ' + ', '.join(rejects) if rejects else ''}). {found}.",
+        ]
+    return lines
+
+
 def render_model_card(model: ModelFile, model_path: Path) -> str:
     meta, train = model.metadata, model.metadata.training
     data = train.get("dataset", {})
@@ -156,6 +173,7 @@ def render_model_card(model: ModelFile, model_path: Path) -> str:
         lines.append(f"| {name} | {_fmt(row.get('ap50'))} | {_fmt(row.get('ap'))} | {row.get('n_gt', '?')} |")
     lines += [
         f"| **mean** | **{_fmt(val.get('map50'))}** | **{_fmt(val.get('map'))}** | |",
+        *_verdict_lines(val.get("verdicts")),
         "",
         "## Limits",
         "",

@@ -464,14 +464,16 @@ def _earlier_training_seconds(model_path: Path) -> float:
 
 
 def validate_model_file(model_path: Path, val_dir: Path) -> dict:
-    """Our own AP evaluation (all-point PR area) of a model file on a COCO split."""
+    """Our own AP evaluation (all-point PR area) of a model file on a COCO split, and the
+    PASS/FAIL per picture at the model's default threshold (escapes, false rejects)."""
     from detector import Detector
     from detector.data.coco import load_coco
     from detector.evaluate import evaluate_model
 
     detector = Detector(model_path, device="cpu")
     images = load_coco(val_dir / "annotations.json", val_dir / "images")
-    result = evaluate_model(detector, images, iou_threshold=0.5).to_json()
+    result = evaluate_model(detector, images, iou_threshold=0.5,
+                            verdict_thresholds=(detector.metadata.default_threshold,)).to_json()
     result["iou_threshold"] = 0.5
     result["n_images"] = len(images)
     result["flip_test"] = detector.flip_test

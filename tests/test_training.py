@@ -43,6 +43,13 @@ def test_training_writes_a_loadable_model_file_and_card(trained):
     assert set(meta.training["validation"]["classes"]) == {"scratch", "pit"}
     card = (root / "work" / "model.md").read_text()
     assert "Validation" in card and "| scratch |" in card and "Song" in card
+    # What the station would say about each validation picture, at the model's own threshold.
+    (verdicts,) = meta.training["validation"]["verdicts"]
+    assert verdicts["threshold"] == meta.default_threshold
+    counted = verdicts["defect_pictures"] + verdicts["clean_pictures"] + verdicts["not_counted"]
+    assert counted == meta.training["validation"]["n_images"] == 3 and verdicts["defect_pictures"] > 0
+    assert f"PASS/FAIL per picture at threshold {meta.default_threshold}" in card
+    assert f"{verdicts['defect_pictures']} defect pictures, {len(verdicts['escapes'])} of them PASS" in card
     det = Detector(model_path, device="cpu")
     dets = det.detect(root / "src" / "images" / "scratches_0.jpg", threshold=0.0)
     assert len(dets) == 100  # top-k peaks at threshold 0: the whole decoder ran
@@ -213,6 +220,7 @@ def test_average_of_two_fine_tunes_is_their_mean_and_runs(trained, capsys):
     assert main(["average", str(a), str(b), "--out", str(out), "--validate", str(root / "data" / "val")]) == 0
     printed = capsys.readouterr().out
     assert "the mean of 2 models' weights" in printed and "validation: {\"scratch\": " in printed and "mAP50 " in printed
+    assert "defect pictures PASS" in printed  # escapes and false rejects, re-measured with the AP
     avg = load_model_file(out)
     moved = [k for k in a_sd if torch.is_floating_point(a_sd[k]) and not torch.equal(a_sd[k], b_sd[k])]
     assert moved  # the seeds gave two different networks, so the test below tells a mean from a copy
