@@ -200,6 +200,32 @@ def test_switching_to_the_int8_model_in_the_recipe(qtbot, make_window, part_pict
     assert window.station.recipes.get("default").model_path == str(int8), "kept for the next start"
 
 
+def test_recipes_dialog_shows_the_running_models_validation(qtbot, make_window, part_pictures):
+    """Beside the threshold, the admin sees what the running model measured: AP50 and, where recorded,
+    the escapes and false rejects per picture at a threshold."""
+    from types import SimpleNamespace
+
+    from app.ui.recipes_dialog import RecipesDialog, model_validation_text
+
+    window = make_window(str(part_pictures[0].parent))
+    wait_for_frame(qtbot, window)
+    dialog = RecipesDialog(window.station, window.user, window)
+    qtbot.addWidget(dialog)
+    text = dialog.validation_label.text()
+    # The shipped file's record (README: scratch 0.910, pit 0.871) predates the per-picture counts.
+    assert text.startswith(f"{window.detector.model_path.name} (running), on 288 validation pictures")
+    assert "scratch 0.910" in text and "pit 0.871" in text and "--validate SPLIT` adds it" in text
+
+    verdicts = {"threshold": 0.3, "defect_pictures": 96, "clean_pictures": 192, "escapes": ["a.png", "b.png"],
+                "false_rejects": ["c.png"], "not_counted": 0, "classes": {}}
+    recorded = SimpleNamespace(model_path=Path("m.onnx"), metadata=SimpleNamespace(training={"validation": {
+        "n_images": 288, "classes": {"pit": {"ap50": 0.8}}, "verdicts": [verdicts]}}))
+    assert model_validation_text(recorded) == ("m.onnx (running), on 288 validation pictures: AP50 pit 0.800; at "
+                                               "threshold 0.3: 2 of 96 defect pictures PASS, 1 of 192 clean "
+                                               "pictures FAIL")
+    assert model_validation_text(None) == "no model loaded"
+
+
 def test_settings_dialog_sets_which_pictures_are_kept(qtbot, make_window, part_pictures):
     from app.ui.settings_dialog import SettingsDialog
 

@@ -74,6 +74,25 @@ class RegionRuleDialog(QDialog):
         super().accept()
 
 
+def model_validation_text(detector) -> str:
+    """The running model's recorded validation: AP50 per class and, where measured, PASS/FAIL per picture."""
+    if detector is None:
+        return "no model loaded"
+    val = (detector.metadata.training or {}).get("validation")
+    if not val:
+        return f"{detector.model_path.name}: no validation recorded in the file"
+    aps = ", ".join(f"{name} {row['ap50']:.3f}" for name, row in val.get("classes", {}).items()
+                    if row.get("ap50") is not None)
+    text = f"{detector.model_path.name} (running), on {val.get('n_images', '?')} validation pictures: AP50 {aps}"
+    verdicts = val.get("verdicts") or []
+    for v in verdicts:
+        text += (f"; at threshold {v['threshold']:g}: {len(v['escapes'])} of {v['defect_pictures']} defect pictures "
+                 f"PASS, {len(v['false_rejects'])} of {v['clean_pictures']} clean pictures FAIL")
+    if not verdicts:
+        text += " (no PASS/FAIL per picture recorded: `python -m detector model FILE --validate SPLIT` adds it)"
+    return text
+
+
 class RecipesDialog(QDialog):
     def __init__(self, station: Station, user: User, parent: QWidget | None = None):
         super().__init__(parent)
@@ -107,6 +126,9 @@ class RecipesDialog(QDialog):
         self.external_edit.setPlaceholderText("the line's id for it (default: the name)")
         self.model_edit = QLineEdit()
         self.model_edit.setPlaceholderText("the station's default model")
+        # What the running model measured, beside the threshold an admin sets: escapes against false rejects.
+        self.validation_label = QLabel(model_validation_text(detector))
+        self.validation_label.setWordWrap(True)
         self.regions_table = QTableWidget(0, len(REGION_COLUMNS))
         self.regions_table.setHorizontalHeaderLabels(REGION_COLUMNS)
         self.regions_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -133,6 +155,7 @@ class RecipesDialog(QDialog):
         form.addRow("Recipe", self.name_label)
         form.addRow("Line id", self.external_edit)
         form.addRow("Model file", with_browse(self.model_edit, lambda: browse_model(self, self.model_edit)))
+        form.addRow("Its validation", self.validation_label)
         rv.addLayout(form)
         rv.addWidget(QLabel("Inspection regions (frame pixels; empty = whole frame; double-click 'own rule' to set one):"))
         rv.addWidget(self.regions_table)
@@ -176,6 +199,7 @@ class RecipesDialog(QDialog):
             return
         self._editing = recipe
         self.error.setText("")
+        self.validation_label.setText(model_validation_text(self.station.detector))
         self.name_label.setText(f"<b>{recipe.name}</b> v{recipe.version}")
         self.external_edit.setText(recipe.external_id)
         self.model_edit.setText(recipe.model_path or "")
