@@ -1,6 +1,7 @@
 """Where a model's AP50 is lost: missed defects, false alarms or badly fitted boxes.
 
-    .venv/bin/python benchmarks/box_fit.py --model MODEL --split SPLIT_DIR [--train-split TRAIN_DIR] [--threads 2]
+    .venv/bin/python benchmarks/box_fit.py --model MODEL --split SPLIT_DIR [--train-split TRAIN_DIR]
+        [--merge-touching pit] [--threads 2]
 
 Prints JSON lines:
 - per class, AP at IoU 0.3 / 0.5 / 0.7, and AP50 on the pictures that hold a defect
@@ -10,7 +11,12 @@ Prints JSON lines:
   annotated box's (a short-side ratio above 1: boxes drawn too wide);
 - with --train-split, per class, the median short/long side ratio of the training
   boxes on the original pictures and on the expanded copies (`*_augNN`): small
-  turns make the box of a long thin defect wider than the defect.
+  turns make the box of a long thin defect wider than the defect;
+- with --merge-touching, per class named, AP50 again after the boxes of that class
+  that touch or overlap are merged into their union, in the annotations and among the
+  detections the station would show (score >= 0.3): a pitted area cut into boxes
+  one way by the annotator and another by the model then counts as found. A
+  diagnosis of where AP50 goes, not a metric to report a model by.
 Run it on pictures held out from training, not on the validation split the model is reported on.
 """
 
@@ -71,11 +77,57 @@ def label_shape_rows(train_images, classes) -> list[dict]:
     return rows
 
 
+MERGE_MIN_SCORE = 0.3  # detections merged: those the station shows at its default threshold
+
+
+def touching_unions(rects) -> list[tuple[list[float], list[int]]]:
+    """Boxes (x1, y1, x2, y2) grouped while any two touch or overlap: (union box, member indices) per group."""
+    groups = [([*map(float, r)], [i]) for i, r in enumerate(rects)]
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups)):
+                a, b = groups[i][0], groups[j][0]
+                if min(a[2], b[2]) >= max(a[0], b[0]) and min(a[3], b[3]) >= max(a[1], b[1]):
+                    groups[i] = ([min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])],
+                                 groups[i][1] + groups[j][1])
+                    del groups[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return groups
+
+
+def merge_touching(images, found, classes, min_score: float = MERGE_MIN_SCORE):
+    """`images` and `found` with the touching boxes of `classes` merged (difficult boxes and weaker detections kept
+    as they are; a merged detection scores its best member)."""
+    from detector import Detection
+    from detector.data.annotations import AnnotatedImage, Box
+
+    merged_images, merged_found = [], []
+    for image, detections in zip(images, found):
+        boxes = [b for b in image.boxes if b.label not in classes or b.difficult]
+        kept = [d for d in detections if d.label not in classes or d.score < min_score]
+        for name in classes:
+            regular = [b for b in image.boxes if b.label == name and not b.difficult]
+            boxes += [Box(name, *rect) for rect, _ in touching_unions([(b.x1, b.y1, b.x2, b.y2) for b in regular])]
+            strong = [d for d in detections if d.label == name and d.score >= min_score]
+            kept += [Detection(name, max(strong[k].score for k in members), tuple(rect))
+                     for rect, members in touching_unions([d.box for d in strong])]
+        merged_images.append(AnnotatedImage(image.image_path, image.width, image.height, boxes))
+        merged_found.append(sorted(kept, key=lambda d: -d.score))
+    return merged_images, merged_found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="model file (.pth or .onnx)")
     parser.add_argument("--split", type=Path, required=True, help="split folder: annotations.json + images/")
     parser.add_argument("--train-split", type=Path, help="the model's training split folder, for its label shapes")
+    parser.add_argument("--merge-touching", default="", metavar="CLASS[,CLASS]",
+                        help="also AP50 with the touching boxes of these classes merged (see above)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
@@ -85,6 +137,10 @@ def main() -> None:
 
     detector = Detector(args.model, threads=args.threads)
     classes = list(detector.metadata.class_names)
+    merge = [c.strip() for c in args.merge_touching.split(",") if c.strip()]
+    unknown = sorted(set(merge) - set(classes))
+    if unknown:
+        raise SystemExit(f"--merge-touching: not a class of this model: {', '.join(unknown)}")
     images = load_coco(args.split / "annotations.json")
     found = []
     for start in range(0, len(images), 16):
@@ -106,6 +162,15 @@ def main() -> None:
     if args.train_split:
         for row in label_shape_rows(load_coco(args.train_split / "annotations.json"), classes):
             print(json.dumps(row), flush=True)
+    if merge:
+        merged_images, merged_found = merge_touching(images, found, merge)
+        result = evaluate_detections(merged_images, {image_key(i): d for i, d in zip(merged_images, merged_found)},
+                                     classes, coco=False)
+        for name in merge:
+            print(json.dumps({"class": name, "ap50": by_iou[0.5][name], "touching_boxes_merged_ap50":
+                              round(result.classes[name].ap50, 3), "boxes": sum(
+                                  1 for i in images for b in i.boxes if b.label == name and not b.difficult),
+                              "merged_boxes": result.classes[name].n_gt}), flush=True)
 
 
 if __name__ == "__main__":
