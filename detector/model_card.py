@@ -77,6 +77,10 @@ def _averaged_lines(averaged: dict | None) -> list[str]:
 
 def _verdict_lines(verdicts: list[dict] | None) -> list[str]:
     """What the station would say about each validation picture (`detector.evaluate.PictureVerdicts`)."""
+    def named(names: list[str], shown: int = 10) -> str:
+        more = f" and {len(names) - shown} more" if len(names) > shown else ""
+        return ": " + ", ".join(names[:shown]) + more if names else ""
+
     lines = []
     for v in verdicts or []:
         escapes, rejects = v.get("escapes", []), v.get("false_rejects", [])
@@ -86,8 +90,8 @@ def _verdict_lines(verdicts: list[dict] | None) -> list[str]:
             "",
             f"PASS/FAIL per picture at threshold {v.get('threshold')} (FAIL when any detection reaches it, the "
             f"station's default rule): {v.get('defect_pictures')} defect pictures, {len(escapes)} of them PASS "
-            f"(escapes{': ' + ', '.join(escapes) if escapes else ''}); {v.get('clean_pictures')} clean pictures, "
-            f"{len(rejects)} of them FAIL (false rejects{': ' + ', '.join(rejects) if rejects else ''}). {found}.",
+            f"(escapes{named(escapes)}); {v.get('clean_pictures')} clean pictures, "
+            f"{len(rejects)} of them FAIL (false rejects{named(rejects)})." + (f" {found}." if found else ""),
         ]
     return lines
 
