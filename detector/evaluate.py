@@ -195,9 +195,9 @@ class PictureVerdicts:
         d, c = self.defect_pictures, self.clean_pictures
         lines = [
             f"PASS/FAIL per picture at threshold {self.threshold:g} (FAIL: any detection at the threshold):",
-            f"  defect pictures {d}: {d - len(self.escapes)} FAIL, {len(self.escapes)} PASS (escapes){_names(self.escapes)}",
+            f"  defect pictures {d}: {d - len(self.escapes)} FAIL, {len(self.escapes)} PASS (escapes){listed_names(self.escapes)}",
             f"  clean pictures {c}: {c - len(self.false_rejects)} PASS, {len(self.false_rejects)} FAIL "
-            f"(false rejects){_names(self.false_rejects)}",
+            f"(false rejects){listed_names(self.false_rejects)}",
         ]
         for name, n in self.class_pictures.items():
             lines.append(f"  {name}: found on {self.class_found[name]} of the {n} pictures that hold it")
@@ -206,11 +206,18 @@ class PictureVerdicts:
         return lines
 
 
-def _names(names: Sequence[str], shown: int = 5) -> str:
+def listed_names(names: Sequence[str], shown: int = 5) -> str:
+    """": a.png, b.png and 3 more" for the first `shown` names; "" for none."""
     if not names:
         return ""
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return ": " + ", ".join(names[:shown]) + more
+
+
+def verdict_counts_text(verdicts: Mapping[str, Any]) -> str:
+    """One recorded `PictureVerdicts.to_json()` in a phrase: how many defect pictures PASS, clean ones FAIL."""
+    return (f"at threshold {verdicts['threshold']:g}: {len(verdicts['escapes'])} of {verdicts['defect_pictures']} "
+            f"defect pictures PASS, {len(verdicts['false_rejects'])} of {verdicts['clean_pictures']} clean pictures FAIL")
 
 
 def picture_verdicts(

@@ -77,9 +77,7 @@ def _averaged_lines(averaged: dict | None) -> list[str]:
 
 def _verdict_lines(verdicts: list[dict] | None) -> list[str]:
     """What the station would say about each validation picture (`detector.evaluate.PictureVerdicts`)."""
-    def named(names: list[str], shown: int = 10) -> str:
-        more = f" and {len(names) - shown} more" if len(names) > shown else ""
-        return ": " + ", ".join(names[:shown]) + more if names else ""
+    from detector.evaluate import listed_names
 
     lines = []
     for v in verdicts or []:
@@ -90,8 +88,8 @@ def _verdict_lines(verdicts: list[dict] | None) -> list[str]:
             "",
             f"PASS/FAIL per picture at threshold {v.get('threshold')} (FAIL when any detection reaches it, the "
             f"station's default rule): {v.get('defect_pictures')} defect pictures, {len(escapes)} of them PASS "
-            f"(escapes{named(escapes)}); {v.get('clean_pictures')} clean pictures, "
-            f"{len(rejects)} of them FAIL (false rejects{named(rejects)})." + (f" {found}." if found else ""),
+            f"(escapes{listed_names(escapes, 10)}); {v.get('clean_pictures')} clean pictures, "
+            f"{len(rejects)} of them FAIL (false rejects{listed_names(rejects, 10)})." + (f" {found}." if found else ""),
         ]
     return lines
 

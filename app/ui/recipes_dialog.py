@@ -36,6 +36,7 @@ from app.ui.rule_editor import RuleEditor
 from app.ui.settings_dialog import browse_model, with_browse
 from app.users import PermissionDenied, User
 from app.verdict import VerdictRule
+from detector.evaluate import verdict_counts_text
 from detector.regions import Roi
 
 REGION_COLUMNS = ["name", "x", "y", "width", "height", "own rule"]
@@ -85,9 +86,7 @@ def model_validation_text(detector) -> str:
                     if row.get("ap50") is not None)
     text = f"{detector.model_path.name} (running), on {val.get('n_images', '?')} validation pictures: AP50 {aps}"
     verdicts = val.get("verdicts") or []
-    for v in verdicts:
-        text += (f"; at threshold {v['threshold']:g}: {len(v['escapes'])} of {v['defect_pictures']} defect pictures "
-                 f"PASS, {len(v['false_rejects'])} of {v['clean_pictures']} clean pictures FAIL")
+    text += "".join(f"; {verdict_counts_text(v)}" for v in verdicts)
     if not verdicts:
         text += " (no PASS/FAIL per picture recorded: `python -m detector model FILE --validate SPLIT` adds it)"
     return text

@@ -81,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
 def validation_summary(val: dict) -> str:
     """One line of a model file's validation record: AP50 per class, mAP50, mAP and the settings measured with,
     and the escapes and false rejects per picture where they were measured."""
-    verdicts = "".join(
-        f"; at threshold {v['threshold']}: {len(v['escapes'])} of {v['defect_pictures']} defect pictures PASS, "
-        f"{len(v['false_rejects'])} of {v['clean_pictures']} clean pictures FAIL" for v in val.get("verdicts", []))
+    from detector.evaluate import verdict_counts_text
+
+    verdicts = "".join(f"; {verdict_counts_text(v)}" for v in val.get("verdicts", []))
     return ("validation: " + json.dumps({k: round(v["ap50"], 3) for k, v in val["classes"].items()})
             + f", mAP50 {val['map50']:.3f}, mAP {val['map']:.3f}, flip test {'on' if val.get('flip_test') else 'off'}, "
             f"NMS {val.get('nms_iou') or 'off'}" + verdicts)
