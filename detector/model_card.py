@@ -132,6 +132,8 @@ def render_model_card(model: ModelFile, model_path: Path) -> str:
         f"(batch {train.get('batch_size', '?')}, AdamW lr {train.get('lr', '?')}"
         + (f", size branch at {train['size_lr_mult']:g}x that lr" if train.get("size_lr_mult") is not None else "")
         + ", cosine decay"
+        + (f", each step at a random size {train['multi_scale'][0]}-{train['multi_scale'][1]} px"
+           if train.get("multi_scale") else "")
         + (", weights averaged (EMA" + (f", constant momentum {train['ema_momentum']}" if train.get("ema_momentum") else "")
            + ")" if train.get("ema") else "") + ")",
         *([f"- CPU time: {train['cpu_seconds_total'] / 60:.1f} CPU-minutes (user + system time of the training process, "

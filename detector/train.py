@@ -37,6 +37,7 @@ class TrainOptions:
     weight_decay: float | None = None  # None: the config's (1e-4)
     size_lr_mult: float | None = None  # the size branch's lr multiplier (None: the config's, 10)
     input_size: int | None = None
+    multi_scale: tuple[int, int] | None = None  # each training step at a random square size in [MIN, MAX]
     max_minutes: float | None = None
     device: str = "auto"
     resume: bool = False
@@ -77,6 +78,16 @@ def _set_input_size(cfg, size: int) -> None:
                 step.scale = (size, size)
             elif step.type == "Pad":
                 step.size = (size, size)
+
+
+def _set_multi_scale(cfg, sizes: tuple[int, int]) -> None:
+    """Each training step resizes its batch (pictures and boxes) to a random square size from MIN to MAX in steps of
+    32 (MMDetection's BatchSyncRandomResize, as in YOLOX); validation and the model file stay at the input size."""
+    low, high = sizes
+    if low % 32 or high % 32 or not 32 <= low <= high:
+        raise ValueError(f"--multi-scale needs MIN,MAX: multiples of 32 with MIN <= MAX, got {low},{high}")
+    cfg.model.data_preprocessor.batch_augments = [
+        dict(type="BatchSyncRandomResize", random_size_range=(low, high), size_divisor=32, interval=1)]
 
 
 def _freeze_backbone(cfg, stages: int) -> None:
@@ -148,6 +159,8 @@ def build_config(options: TrainOptions):
     cfg.work_dir = cfg_work_dir(options)
     if options.input_size:
         _set_input_size(cfg, options.input_size)
+    if options.multi_scale:
+        _set_multi_scale(cfg, options.multi_scale)
     if options.epochs:
         cfg.train_cfg.max_epochs = options.epochs
         for sched in cfg.param_scheduler:
@@ -414,6 +427,7 @@ def train(options: TrainOptions, cfg=None, *, began: tuple[float, float] | None 
         "lr": float(cfg.optim_wrapper.optimizer.lr),
         "weight_decay": float(cfg.optim_wrapper.optimizer.weight_decay),
         "size_lr_mult": size_lr_mult(cfg),
+        "multi_scale": list(options.multi_scale) if options.multi_scale else None,
         "val_history": _read_val_history(work_dir),
         "dataset": json.loads(summary_path.read_text()) if summary_path.is_file() else {},
     }

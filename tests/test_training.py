@@ -182,6 +182,57 @@ def test_frozen_stages_refused_for_a_backbone_without_stages():
     assert cfg.model.backbone.frozen_stages == 2
 
 
+def test_multi_scale_resizes_each_training_batch_and_its_boxes():
+    import random
+
+    from mmdet.registry import MODELS
+    from mmdet.structures import DetDataSample
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    from mmengine.logging import MessageHub
+    from mmengine.structures import InstanceData
+
+    from detector.configs import config_path
+    from detector.train import _set_multi_scale
+
+    register_all_modules()
+    cfg = Config.fromfile(str(config_path("centernet_mobilenetv2_ellipse")))
+    _set_multi_scale(cfg, (64, 128))
+    preprocessor = MODELS.build(cfg.model.data_preprocessor)
+    hub, box = MessageHub.get_current_instance(), [10.0, 20.0, 50.0, 80.0]
+
+    def batch(step, training):
+        hub.update_info("iter", step)
+        sample = DetDataSample(metainfo=dict(img_shape=(96, 96), pad_shape=(96, 96)))
+        sample.gt_instances = InstanceData(bboxes=torch.tensor([box]), labels=torch.tensor([0]))
+        out = preprocessor(dict(inputs=[torch.zeros(3, 96, 96, dtype=torch.uint8)], data_samples=[sample]), training)
+        return out["inputs"].shape[-2:], out["data_samples"][0]
+
+    random.seed(0)
+    sizes = set()
+    for step in range(30):
+        (h, w), sample = batch(step, training=True)
+        sizes.add(h)
+        assert h == w and sample.batch_input_shape == (h, w)
+        # The boxes move with the pixels, so the targets are drawn where the defect now is.
+        assert sample.gt_instances.bboxes[0].tolist() == pytest.approx([v * h / 96 for v in box])
+    assert sizes == {64, 96, 128}
+    assert batch(30, training=False)[0] == (96, 96)  # validation and the station stay at the input size
+
+
+def test_multi_scale_is_recorded_and_bad_ranges_are_clear_errors(trained, capsys):
+    _, _, out = _fine_tune(trained, "multi_scale", "--multi-scale", "96,160")
+    assert load_model_file(out).metadata.training["multi_scale"] == [96, 160]
+    assert "each step at a random size 96-160 px" in out.with_suffix(".md").read_text()
+    root, args = trained
+    args = _in_work_dir(args, root, "bad_multi_scale_work")
+    assert main([*args, "--epochs", "1", "--multi-scale", "100,160"]) == 2
+    assert "--multi-scale needs MIN,MAX: multiples of 32" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--epochs", "1", "--multi-scale", "160"])
+    assert "expected MIN,MAX in pixels" in capsys.readouterr().err
+
+
 def test_constant_ema_momentum_averages_from_the_loaded_model(trained):
     root, args = trained
     start = root / "work" / "model.pth"

@@ -45,6 +45,9 @@ def register(subparsers) -> None:
                         "initialised branch reaches box sizes in a few epochs); 0 keeps a loaded branch as it is. 1 in the "
                         "recipe's 256-px stage did not bring seed 2's pit to 0.85 (README)")
     p.add_argument("--input-size", type=int, help="square network input size in pixels (multiple of 32)")
+    p.add_argument("--multi-scale", type=_size_range, metavar="MIN,MAX",
+                   help="train each step at a random square size from MIN to MAX px in steps of 32 (pictures and boxes "
+                        "resized together); validation and the model file stay at --input-size")
     p.add_argument("--max-minutes", type=float, help="stop after the epoch in which this much wall time is used")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
@@ -80,6 +83,14 @@ def register(subparsers) -> None:
     p.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm", "mpi"],
                    help="distributed launcher; use 'pytorch' under torchrun")
     p.set_defaults(func=run)
+
+
+def _size_range(text: str) -> tuple[int, int]:
+    try:
+        low, high = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX in pixels (e.g. 224,288), got {text!r}") from None
+    return low, high
 
 
 def run(args: argparse.Namespace) -> int:
