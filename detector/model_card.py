@@ -28,6 +28,8 @@ def _int8_line(path: Path, classes: Sequence[str]) -> str:
     """The card's line on the int8 file beside the model: how it was made and, if measured, its AP50 against fp32."""
     import onnxruntime as ort
 
+    from detector.quantize import int8_rule, noisy_ap50_drops
+
     props = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
     info = json.loads(props.get("quantization", "{}"))
     line = (f"- int8 variant: `{path.name}` ({path.stat().st_size / 1e6:.1f} MB, ONNX Runtime static quantization "
@@ -37,6 +39,11 @@ def _int8_line(path: Path, classes: Sequence[str]) -> str:
         fp32, int8 = val["ap50"]["fp32"], val["ap50"]["int8"]
         line += ("; validation AP50 int8 (fp32): " + ", ".join(
             f"{c} {_fmt(int8[c])} ({_fmt(fp32[c])})" for c in classes if c in fp32) + f", on {val['n_images']} pictures")
+        noisy = noisy_ap50_drops(val)
+        if noisy:
+            line += (f"; on {val['noisy_copies']['draws']} noisy copies of them, mean paired drop " + ", ".join(
+                f"{c} {noisy[c][0]:.2f} points (sd {noisy[c][1]:.2f})" for c in classes if c in noisy))
+        line += f"; {int8_rule(val)[1].split(':')[0]}"
     return line + ")" + (f": `{info['command']}`" if info.get("command") else "")
 
 

@@ -134,6 +134,19 @@ def _iou_setting(value: Any) -> float:
     return iou
 
 
+def threshold_argument(text: str) -> float:
+    """argparse type of a detection threshold: a score within 0..1."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a threshold must be within 0..1, got {value}")
+    return value
+
+
 def nms_iou_argument(text: str) -> float | None:
     """argparse type of the --nms-iou options: an IoU in (0, 1], or 'off' (None)."""
     import argparse

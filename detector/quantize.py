@@ -16,11 +16,13 @@ calibration; quantization
 an integer kernel when it loads the file), with the heatmap's last Conv and
 Sigmoid left fp32 (`heatmap_nodes`); metadata; a fp32-vs-int8 heatmap check on
 calibration pictures; optionally (`--validate`) AP50 of both models on a
-validation split, recorded in the file; an atomic write.
+validation split and on noisy copies of it, recorded in the file and judged by
+`int8_rule`; an atomic write.
 
 Measured on the shipped model (256 input, flip test, 2 threads of AVX-512 VNNI
-cores): int8 `detect()` 1.6x faster than the fp32 ONNX model and 3.8x faster
-than MMDetection; validation AP50 scratch 0.910 -> 0.923, pit 0.871 -> 0.867.
+cores): int8 `detect()` 1.6-1.8x faster than the fp32 ONNX model and 3.8x faster
+than MMDetection; validation AP50 scratch 0.931 -> 0.919, pit 0.875 -> 0.878, and
+on 8 noisy copies a mean paired drop of 0.09 (scratch) and 0.02 (pit) points.
 
 Needs onnx and onnxruntime (the `.[train]` extra); the file it writes needs
 only onnxruntime.
@@ -76,6 +78,14 @@ CALIB_CHUNK = 25
 # up. Patterns that match nothing (another backbone) are skipped.
 DEFAULT_FP32_STEM = ("/backbone/conv1/*", "/backbone/layer[1-4]/*")
 CHECK_PICTURES = 8  # calibration pictures re-run through fp32 and int8 as a sanity check
+# The shipping rule for an int8 file: at most 1 point of AP50 lost per class. On a
+# 288-picture split one scratch box is 1.2 points and one pit box 1.4, and a score
+# moving by 0.01 can swap a true and a false detection, so the rule is judged on
+# noisy copies of the split (1 grey level of Gaussian noise, far below a camera's),
+# fp32 and int8 on the same copies: the mean paired drop plus two standard errors.
+AP50_DROP_LIMIT = 1.0  # points
+NOISE_DRAWS = 8
+NOISE_SIGMA = 1.0  # grey levels
 # Below this the int8 file is refused: a broken quantization, not a small loss
 # (a weak early checkpoint with a flat heatmap measured 0.87..0.99; AP is the real
 # gate, measured by benchmarks/bench_int8.py on a validation split).
@@ -280,6 +290,7 @@ def quantize_onnx(
     calibration_source: str = "",
     extra_options: dict | None = None,
     validation: Path | None = None,
+    noise_draws: int = NOISE_DRAWS,
     command: str = "",
 ) -> QuantizeResult:
     """Quantize the fp32 station ONNX model at `model_path` to `out`, calibrated on `pictures`.
@@ -291,7 +302,8 @@ def quantize_onnx(
     go to ONNX Runtime's `quantize_static` (e.g. {"CalibPercentile": 99.99}).
     `validation`: a split folder (annotations.json + images/, as `detector dataset`
     writes) on which the fp32 and the int8 model are both evaluated before writing;
-    their AP50 is recorded in the file's quantization metadata (and so in the model card).
+    their AP50 is recorded in the file's quantization metadata (and so in the model card),
+    and with `noise_draws` their AP50 on that many noisy copies of it (`int8_rule` judges them).
 
     Raises FileNotFoundError / ValueError for a bad model or pictures, or an
     int8 model whose heatmap no longer follows the fp32 one; `out` is never
@@ -383,7 +395,7 @@ def quantize_onnx(
         raise ValueError(f"int8 heatmap correlates only {corr:.3f} with fp32 (max difference {max_diff:.3f}); "
                          "try more calibration pictures or keeping the heads in fp32")
     if validation is not None:
-        info["validation"] = validation_ap50({"fp32": fp32_bytes, "int8": data}, Path(validation))
+        info["validation"] = validation_ap50({"fp32": fp32_bytes, "int8": data}, Path(validation), noise_draws)
         data = serialized()
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -402,22 +414,70 @@ def quantize_onnx(
     )
 
 
-def validation_ap50(models: dict[str, bytes], val_dir: Path) -> dict:
-    """AP50 per class and mAP50 of each serialized model on a validation split, measured as `train` does."""
+def validation_ap50(models: dict[str, bytes], val_dir: Path, noise_draws: int = 0) -> dict:
+    """AP50 per class and mAP50 of each serialized model on a validation split, measured as `train` does;
+    with `noise_draws`, also on that many noisy copies of it (`evaluate.noisy_copies_ap50`)."""
+    from detector import Detector
+    from detector.data.coco import load_coco
+    from detector.evaluate import noisy_copies_ap50
     from detector.train import validate_model_file
 
     ap50 = {}
     with tempfile.TemporaryDirectory(prefix="quantize-val-") as tmp:
+        paths = {name: Path(tmp) / f"{name}.onnx" for name in models}
         for name, data in models.items():
-            path = Path(tmp) / f"{name}.onnx"
-            path.write_bytes(data)
-            r = validate_model_file(path, val_dir)
+            paths[name].write_bytes(data)
+            r = validate_model_file(paths[name], val_dir)
             ap50[name] = {**{c: v["ap50"] for c, v in r["classes"].items()}, "map50": r["map50"]}
-    return {"source": str(val_dir), **{k: r[k] for k in ("n_images", "iou_threshold", "flip_test", "nms_iou")},
-            "ap50": ap50}
+        result = {"source": str(val_dir), **{k: r[k] for k in ("n_images", "iou_threshold", "flip_test", "nms_iou")},
+                  "ap50": ap50}
+        if noise_draws:
+            images = load_coco(val_dir / "annotations.json", val_dir / "images")
+            detectors = {name: Detector(path, device="cpu") for name, path in paths.items()}
+            result["noisy_copies"] = {"draws": noise_draws, "sigma": NOISE_SIGMA,
+                                      "ap50": noisy_copies_ap50(detectors, images, noise_draws, NOISE_SIGMA)}
+    return result
 
 
 def ap50_drops(validation: dict) -> dict[str, float]:
     """fp32 minus int8 AP50 per class, in points (classes without ground truth left out)."""
     fp32, int8 = validation["ap50"]["fp32"], validation["ap50"]["int8"]
     return {c: 100 * (fp32[c] - int8[c]) for c in fp32 if c != "map50" and fp32[c] is not None and int8[c] is not None}
+
+
+def noisy_ap50_drops(validation: dict) -> dict[str, tuple[float, float, float]]:
+    """Per class, the paired fp32 - int8 AP50 drop on the recorded noisy copies, in points:
+    (mean, standard deviation, mean + 2 standard errors). Empty when none were recorded."""
+    import statistics
+
+    copies = validation.get("noisy_copies")
+    if not copies:
+        return {}
+    fp32, int8 = copies["ap50"]["fp32"], copies["ap50"]["int8"]
+    out = {}
+    for c in fp32[0]:
+        d = [100 * (a[c] - b[c]) for a, b in zip(fp32, int8) if a[c] is not None and b[c] is not None]
+        if len(d) >= 2:
+            mean, sd = statistics.mean(d), statistics.stdev(d)
+            out[c] = (mean, sd, mean + 2 * sd / len(d) ** 0.5)
+    return out
+
+
+def int8_rule(validation: dict) -> tuple[bool, str]:
+    """The shipping rule for an int8 file: at most AP50_DROP_LIMIT points of AP50 lost per class.
+
+    Judged on the noisy copies where they were measured (the mean paired drop plus two
+    standard errors, per class), else on the split itself. Returns (met, one line saying why).
+    """
+    noisy = noisy_ap50_drops(validation)
+    if noisy:
+        worst = max(noisy.items(), key=lambda kv: kv[1][2])
+        met = worst[1][2] <= AP50_DROP_LIMIT
+        return met, (f"{'within' if met else 'OVER'} the {AP50_DROP_LIMIT:g}-point rule: on "
+                     f"{validation['noisy_copies']['draws']} noisy copies the largest paired drop is {worst[0]}'s, "
+                     f"{worst[1][0]:.2f} points (sd {worst[1][1]:.2f}; with two standard errors {worst[1][2]:.2f})")
+    drops = ap50_drops(validation)
+    worst = max(drops.items(), key=lambda kv: kv[1])
+    met = worst[1] <= AP50_DROP_LIMIT
+    return met, (f"{'within' if met else 'OVER'} the {AP50_DROP_LIMIT:g}-point rule: the largest drop on the split "
+                 f"is {worst[0]}'s, {worst[1]:.2f} points (no noisy copies measured)")

@@ -29,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # Options a recipe may not set: the recipe runner owns the paths and the model-file settings go in [model].
 RESERVED = {"source", "out", "data", "work-dir", "init-from", "resume", "recipe", "launcher", "name", "threads", "device",
             "overwrite"}
-MODEL_KEYS = {"flip-test", "nms-iou", "keep"}
+MODEL_KEYS = {"flip-test", "nms-iou", "threshold", "keep"}
 
 
 class RecipeError(ValueError):
@@ -42,7 +42,7 @@ class Recipe:
     path: Path
     source: Path | None
     dataset: dict = field(default_factory=dict)  # `detector dataset` options
-    model: dict = field(default_factory=dict)  # flip-test, nms-iou, keep: given to every stage
+    model: dict = field(default_factory=dict)  # flip-test, nms-iou, threshold, keep: given to every stage
     stages: tuple[dict, ...] = ()  # `detector train` options per stage
 
 

@@ -18,9 +18,13 @@ from detector.configs import config_path
 
 # Big pit clusters give CenterNet several heatmap peaks, i.e. duplicate boxes.
 # Class-wise NMS at the textbook 0.5, measured on the NEU validation split:
-# pit AP50 0.799 -> 0.871 and scratch 0.920 -> 0.910 (shipped 256-px model),
+# pit AP50 0.799 -> 0.871 and scratch 0.920 -> 0.910 (the first shipped 256-px model),
 # pit 0.827 -> 0.841 and scratch 0.861 -> 0.865 (the 192-px model before it).
 DEFAULT_NMS_IOU = 0.5
+# A new model's default detection threshold, unless --threshold says otherwise: the
+# level the first models were set at. Each model's own is best chosen on held-out
+# pictures (`evaluate --verdict-threshold`), as the shipped model's was (README).
+DEFAULT_THRESHOLD = 0.3
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class TrainOptions:
     seed: int = 0
     flip_test: bool = False
     nms_iou: float | None = DEFAULT_NMS_IOU
+    threshold: float = DEFAULT_THRESHOLD  # the model file's default detection threshold (its final validation counts at it)
     keep: str = "best"  # or "last"
     precision: str = "fp32"  # or "bf16"
     ema: bool = False  # validate and keep an exponential moving average of the weights
@@ -319,7 +324,7 @@ def last_checkpoint(work_dir: Path) -> Path:
 
 
 def checkpoint_to_model_file(checkpoint: Path, cfg, out: Path, name: str, training: dict, flip_test: bool = False,
-                             nms_iou: float | None = DEFAULT_NMS_IOU) -> Path:
+                             nms_iou: float | None = DEFAULT_NMS_IOU, threshold: float = DEFAULT_THRESHOLD) -> Path:
     """Convert an MMEngine checkpoint into the station's plain model file."""
     import torch
 
@@ -334,7 +339,7 @@ def checkpoint_to_model_file(checkpoint: Path, cfg, out: Path, name: str, traini
         class_names=classes,
         colours=class_colours(classes),
         input_size=int(cfg.input_size),
-        default_threshold=0.3,
+        default_threshold=float(threshold),
         # The station feeds grey replicated to three channels, already in RGB order.
         mean=tuple(float(v) for v in pre.mean),
         std=tuple(float(v) for v in pre.std),
@@ -437,7 +442,8 @@ def train(options: TrainOptions, cfg=None, *, began: tuple[float, float] | None 
     training["hardware"] = _hardware()
     # Written twice on purpose: validation runs the finished model file through
     # `Detector` (the station's own path), then its results go into the file.
-    checkpoint_to_model_file(ckpt, cfg, out, options.name or training["config"], training, options.flip_test, options.nms_iou)
+    checkpoint_to_model_file(ckpt, cfg, out, options.name or training["config"], training, options.flip_test,
+                             options.nms_iou, options.threshold)
     validation = validate_model_file(out, options.data / "val")
     training["validation"] = validation
     # Everything this command cost: the epochs (with their validation, resumed ones
@@ -445,7 +451,8 @@ def train(options: TrainOptions, cfg=None, *, began: tuple[float, float] | None 
     outside = (TrainingClockHook.cpu_seconds() - cpu_at_start - train_cpu, time.monotonic() - wall_at_start - train_wall)
     training["cpu_seconds_total"] = round((curve[-1]["cpu_s"] if curve else train_cpu) + outside[0], 1)
     training["wall_seconds_total"] = round((curve[-1]["wall_s"] if curve else train_wall) + outside[1], 1)
-    checkpoint_to_model_file(ckpt, cfg, out, options.name or training["config"], training, options.flip_test, options.nms_iou)
+    checkpoint_to_model_file(ckpt, cfg, out, options.name or training["config"], training, options.flip_test,
+                             options.nms_iou, options.threshold)
 
     from detector.model_card import write_model_card
 

@@ -476,7 +476,9 @@ def test_model_command_sets_flip_test_and_drops_stale_validation(tiny_models, tm
     assert meta.flip_test and meta.default_threshold == 0.4 and "validation" not in meta.training
     assert Detector(pth, device="cpu").flip_test
     assert "flip test on" in capsys.readouterr().out and (tmp_path / "m.md").is_file()
-    assert main(["model", str(pth), "--threshold", "2"]) == 2
+    with pytest.raises(SystemExit):  # refused by the argument parser, with the reason
+        main(["model", str(pth), "--threshold", "2"])
+    assert "a threshold must be within 0..1, got 2.0" in capsys.readouterr().err
 
 
 def test_model_command_sets_nms_and_it_travels_into_the_onnx_file(tiny_models, tmp_path, capsys):

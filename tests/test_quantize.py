@@ -14,7 +14,9 @@ import pytest
 from test_onnx import _GUARD, TINY_SIZE, _pictures, make_tiny_model_file
 
 from detector import Detector
+from detector.evaluate import noisy_copies_ap50
 from detector.model_file import file_sha256
+from detector.quantize import int8_rule, noisy_ap50_drops
 
 pytest.importorskip("onnx")
 pytest.importorskip("mmdet")
@@ -247,15 +249,44 @@ def test_validate_records_both_models_ap50_in_the_file(models, calib_dir, tmp_pa
                  "--validate", str(tmp_path / "val"), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "validation AP50 on 6 pictures" in printed and "drop" in printed
+    assert "on 8 noisy copies (1 grey level), paired drop fp32 - int8: scratch" in printed
+    assert "-point rule: on 8 noisy copies the largest paired drop is" in printed
 
     val = json.loads(_props(out)["quantization"])["validation"]
     assert val["n_images"] == 6 and val["source"] == str(tmp_path / "val")
     # The recorded figures are what evaluating the written files gives.
-    for name, path in (("fp32", fp32), ("int8", out)):
-        measured = evaluate_model(Detector(path, device="cpu"), images).to_json()
+    detectors = {"fp32": Detector(fp32, device="cpu"), "int8": Detector(out, device="cpu")}
+    for name, det in detectors.items():
+        measured = evaluate_model(det, images).to_json()
         assert val["ap50"][name]["map50"] == pytest.approx(measured["map50"])
         for cls in ("scratch", "pit"):
             assert val["ap50"][name][cls] == pytest.approx(measured["classes"][cls]["ap50"])
+    # Copy k carries seed k's noise: the first two copies come out the same when measured again.
+    assert val["noisy_copies"]["draws"] == 8 and len(val["noisy_copies"]["ap50"]["int8"]) == 8
+    again = noisy_copies_ap50(detectors, images, 2)
+    for name in ("fp32", "int8"):
+        assert again[name] == val["noisy_copies"]["ap50"][name][:2]  # JSON keeps floats exactly
+
+
+def test_int8_rule_is_judged_on_noisy_copies_where_measured():
+    """One box moves a small split's AP50 by a point; the paired drop over noisy copies is the judge."""
+    split = {"ap50": {"fp32": {"scratch": 0.931, "pit": 0.875, "map50": 0.903},
+                      "int8": {"scratch": 0.919, "pit": 0.878, "map50": 0.898}}}
+    met, why = int8_rule(split)
+    assert not met and why.startswith("OVER the 1-point rule: the largest drop on the split is scratch's, 1.20 points")
+
+    def copies(int8_scratch):
+        return {"draws": 4, "sigma": 1.0, "ap50": {
+            "fp32": [{"scratch": 0.92, "pit": 0.87}] * 4,
+            "int8": [{"scratch": v, "pit": 0.87} for v in int8_scratch]}}
+
+    met, why = int8_rule({**split, "noisy_copies": copies([0.915] * 4)})
+    assert met and why.startswith("within the 1-point rule: on 4 noisy copies the largest paired drop is scratch's, "
+                                  "0.50 points (sd 0.00; with two standard errors 0.50)")
+    # The same mean drop with scatter: two standard errors take it over the limit.
+    scattered = {"noisy_copies": copies([0.94, 0.89, 0.94, 0.89])}
+    assert noisy_ap50_drops(scattered)["scratch"] == pytest.approx((0.5, 2.887, 3.387), abs=0.001)
+    assert not int8_rule({**split, **scattered})[0]
 
 
 def test_validate_with_a_missing_split_writes_nothing(models, calib_dir, tmp_path, capsys):

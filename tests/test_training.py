@@ -233,6 +233,13 @@ def test_multi_scale_is_recorded_and_bad_ranges_are_clear_errors(trained, capsys
     assert "expected MIN,MAX in pixels" in capsys.readouterr().err
 
 
+def test_threshold_out_of_range_is_a_clear_error(trained, capsys):
+    root, args = trained
+    with pytest.raises(SystemExit):
+        main([*_in_work_dir(args, root, "bad_threshold_work"), "--epochs", "1", "--threshold", "1.5"])
+    assert "a threshold must be within 0..1, got 1.5" in capsys.readouterr().err
+
+
 def test_constant_ema_momentum_averages_from_the_loaded_model(trained):
     root, args = trained
     start = root / "work" / "model.pth"

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from detector.data.annotations import AnnotatedImage
 from detector.data.pipeline import FORMATS, load_source
 from detector.evaluate import evaluate_model, plot_pr_curves
+from detector.model_file import threshold_argument
 
 if TYPE_CHECKING:
     from detector import Detector
@@ -121,14 +122,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _thresholds(text: str) -> list[float]:
     """argparse type of --verdict-threshold: scores within 0..1, comma-separated."""
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
-    bad = [v for v in values if not 0.0 <= v <= 1.0]
-    if bad:
-        raise argparse.ArgumentTypeError(f"thresholds must be within 0..1, got {bad[0]}")
-    return values
+    return [threshold_argument(v) for v in text.split(",")]
 
 
 def _check_args(args: argparse.Namespace) -> None:

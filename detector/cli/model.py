@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from detector.cli import command_line
-from detector.model_file import nms_iou_argument
+from detector.model_file import nms_iou_argument, threshold_argument
 from detector.model_tool import ACCURACY_SETTINGS, change_settings
 
 
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="average over mirror images at inference (more accurate, 3x the compute)")
     p.add_argument("--nms-iou", type=nms_iou_argument, default=argparse.SUPPRESS, metavar="IOU|off",
                    help="class-wise NMS of the decoded boxes at this IoU, or 'off' (every heatmap peak is a box)")
-    p.add_argument("--threshold", type=float, help="default confidence threshold (0..1)")
+    p.add_argument("--threshold", type=threshold_argument, help="default confidence threshold (0..1)")
     p.add_argument("--name", help="model name")
     p.add_argument("--validate", type=Path, metavar="SPLIT_DIR",
                    help="re-measure validation AP on a split folder of `detector dataset` (annotations.json + images/)")
@@ -55,9 +55,6 @@ def run(args: argparse.Namespace) -> int:
     if hasattr(args, "nms_iou"):  # given (SUPPRESS: absent otherwise); None means off
         changes["nms_iou"] = args.nms_iou
     if args.threshold is not None:
-        if not 0.0 <= args.threshold <= 1.0:
-            print(f"error: --threshold must be within 0..1, got {args.threshold}", file=sys.stderr)
-            return 2
         changes["default_threshold"] = args.threshold
     if args.name:
         changes["name"] = args.name

@@ -10,8 +10,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from detector.cli import command_line
-from detector.model_file import nms_iou_argument
-from detector.train import DEFAULT_NMS_IOU, TrainOptions, build_config, train
+from detector.model_file import nms_iou_argument, threshold_argument
+from detector.train import DEFAULT_NMS_IOU, DEFAULT_THRESHOLD, TrainOptions, build_config, train
 
 
 def register(subparsers) -> None:
@@ -61,6 +61,10 @@ def register(subparsers) -> None:
     p.add_argument("--nms-iou", type=nms_iou_argument, default=DEFAULT_NMS_IOU, metavar="IOU|off",
                    help="the model file suppresses a box overlapping a higher-scoring box of its class by more than "
                         "this IoU ('off' keeps every heatmap peak)")
+    p.add_argument("--threshold", type=threshold_argument, default=DEFAULT_THRESHOLD, metavar="T",
+                   help="the model file's default detection threshold (0..1); the final validation counts escapes "
+                        "and false rejects at it. Choose it on held-out pictures (`detector evaluate "
+                        "--verdict-threshold`), not on the validation split")
     p.add_argument("--keep", default="best", choices=["best", "last"],
                    help="checkpoint the model file is made from: the epoch with the best validation AP50, or the last "
                         "epoch (a fixed schedule: nothing is picked on the validation split)")
