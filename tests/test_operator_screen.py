@@ -145,11 +145,12 @@ def test_keyboard_inspects_wherever_the_focus_is(qtbot, make_window, part_pictur
 def test_display_filter_is_never_saved_and_the_rule_threshold_is_shown(qtbot, make_window, part_pictures, tmp_path):
     window = make_window(str(part_pictures[0].parent))
     wait_for_frame(qtbot, window)
-    assert "0.30" in window.rule_label.text()
+    model_threshold = window.detector.metadata.default_threshold  # the rule's: no recipe sets one here
+    assert f"{model_threshold:.2f}" in window.rule_label.text()
     window.threshold_slider.setValue(99)
     result = inspect_and_wait(qtbot, window)  # inspected while the slider is at 0.99
-    assert result.verdict.verdict == "FAIL" and result.threshold == pytest.approx(0.3)
-    assert window.store.get(result.inspection_id)["threshold"] == pytest.approx(0.3)
+    assert result.verdict.verdict == "FAIL" and result.threshold == pytest.approx(model_threshold)
+    assert window.store.get(result.inspection_id)["threshold"] == pytest.approx(model_threshold)
     window.continuous_check.setChecked(True)  # any setting saved now ...
     window.continuous_check.setChecked(False)
     saved = json.loads((tmp_path / "station.json").read_text())

@@ -22,6 +22,7 @@ expand = 1
 [model]
 keep = "last"
 nms-iou = 0.5
+threshold = 0.2
 [[stage]]
 config = "centernet_mobilenetv2_ellipse"
 epochs = 2
@@ -48,6 +49,11 @@ def test_shipped_recipes_load_and_name_real_options():
         assert recipe.source == REPO_ROOT / "../shared/datasets/neu-det"
     station = load_recipe("neu_scratch_pit")
     assert station.dataset["class-map"] == "scratches=scratch,pitted_surface=pit" and station.model["keep"] == "last"
+    # The shipped model's recipe: the same with a multi-scale 256-px stage and its own threshold.
+    shipped = load_recipe("neu_scratch_pit_ms")
+    assert shipped.dataset == station.dataset and shipped.model == {**station.model, "threshold": 0.15}
+    assert [{k: v for k, v in s.items() if k != "multi-scale"} for s in shipped.stages] == list(station.stages)
+    assert shipped.stages[-1]["multi-scale"] == "224,288"
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +75,8 @@ def test_recipe_builds_the_data_set_trains_every_stage_and_records_its_cost(reci
     model = load_model_file(work / "model.pth")
     training = model.metadata.training
     assert model.metadata.name == "tiny_scratch_pit" and model.metadata.input_size == 96
+    # [model] threshold: the file's default, and the final validation counts PASS/FAIL at it.
+    assert model.metadata.default_threshold == 0.2 and training["validation"]["verdicts"][0]["threshold"] == 0.2
     (stage1,) = training["lineage"]  # stage 2 started from stage 1's model file
     assert stage1["epochs_run"] == 2 and "--precision bf16" in stage1["command"]
     assert training["kept"] == "last" and training["best_checkpoint"] == "epoch_1.pth"

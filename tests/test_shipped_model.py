@@ -11,12 +11,12 @@ from detector import Detector
 from detector.api import DEFAULT_MODEL
 from detector.cli import main
 from detector.data.coco import load_coco
-from detector.evaluate import box_iou, evaluate_model
-from detector.model_file import file_sha256
+from detector.evaluate import box_iou, evaluate_model, noisy_copies_ap50
+from detector.model_file import NETWORK_STRIDE, file_sha256
+from detector.quantize import int8_rule
 from synthetic import make_voc_dataset
 
 INT8_MODEL = DEFAULT_MODEL.with_suffix(".int8.onnx")
-INT8_AP50_DROP_LIMIT = 0.01  # the shipping rule for the int8 file: at most 1 point of AP50 per class
 
 
 @pytest.fixture(scope="module")
@@ -93,22 +93,31 @@ def test_shipped_int8_model_is_of_the_shipped_model_and_met_the_shipping_rule(sh
     assert shipped_int8.metadata == shipped.metadata
     card, val = shipped.metadata.training["validation"], info["validation"]
     assert val["n_images"] == card["n_images"] and val["flip_test"] and val["nms_iou"] == shipped.metadata.nms_iou
-    for name in ("scratch", "pit"):
-        # its fp32 reference is the card's figure, and int8 lost at most a point against it
+    for name in ("scratch", "pit"):  # its fp32 reference is the card's figure
         assert val["ap50"]["fp32"][name] == pytest.approx(card["classes"][name]["ap50"], abs=0.01)
-        assert val["ap50"]["fp32"][name] - val["ap50"]["int8"][name] <= INT8_AP50_DROP_LIMIT
+    # At most a point lost per class, judged on the 8 recorded noisy copies (README, int8).
+    assert val["noisy_copies"]["draws"] == 8
+    met, why = int8_rule(val)
+    assert met, why
 
 
 def test_shipped_int8_model_finds_what_fp32_finds(shipped, shipped_int8, scratch_image, part_pictures):
-    """Above the default threshold both files give the same boxes: same labels, IoU >= 0.9, scores within 0.05."""
+    """Above the default threshold both files give the same boxes: same labels, scores within 0.05, and each
+    edge within one heatmap cell of the fp32 box (the decoder's grid; on the 18-px-wide generated scratch a
+    2-px shift, less than a cell, already takes IoU to 0.76)."""
+    import cv2
+
     pictures = [scratch_image[0], *part_pictures]
+    sizes = [scratch_image[0].shape[:2], *(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE).shape for p in part_pictures)]
     found = 0
-    for fp32, int8 in zip(shipped.detect_batch(pictures), shipped_int8.detect_batch(pictures)):
+    for fp32, int8, size in zip(shipped.detect_batch(pictures), shipped_int8.detect_batch(pictures), sizes):
         assert len(fp32) == len(int8)
+        cell = NETWORK_STRIDE * max(size) / shipped.metadata.input_size  # picture pixels per heatmap cell
         for a in fp32:
             same = [b for b in int8 if b.label == a.label]
-            iou = box_iou([a.box], [b.box for b in same])[0]
-            assert same and iou.max() >= 0.9 and abs(a.score - same[int(np.argmax(iou))].score) <= 0.05, (a, int8)
+            assert same, (a, int8)
+            b = same[int(np.argmax(box_iou([a.box], [b.box for b in same])[0]))]
+            assert np.abs(np.subtract(a.box, b.box)).max() <= cell and abs(a.score - b.score) <= 0.05, (a, int8)
         found += len(fp32)
     assert found >= 4  # measured: a scratch on each scratched part, a scratch and a pit on the scratch picture
 
@@ -118,6 +127,15 @@ def test_int8_validation_ap_matches_its_record(shipped_int8, neu_val):
     result = evaluate_model(shipped_int8, neu_val).to_json()
     for name in ("scratch", "pit"):
         assert result["classes"][name]["ap50"] == pytest.approx(recorded[name], abs=0.01)
+
+
+def test_int8_noisy_copy_matches_its_record(shipped, shipped_int8, neu_val):
+    """The first recorded noisy copy (seed 0) measured again: the rule above was judged on real figures."""
+    recorded = _quantization(shipped_int8)["validation"]["noisy_copies"]["ap50"]
+    again = noisy_copies_ap50({"fp32": shipped, "int8": shipped_int8}, neu_val, 1)
+    for name in ("fp32", "int8"):
+        for cls in ("scratch", "pit"):
+            assert again[name][0][cls] == pytest.approx(recorded[name][0][cls], abs=0.01)
 
 
 def test_shipped_model_card_is_current():
@@ -131,4 +149,5 @@ def test_shipped_model_card_is_current():
 
     card = DEFAULT_TORCH_MODEL.with_suffix(".md").read_text(encoding="utf-8")
     assert render_model_card(load_model_file(DEFAULT_TORCH_MODEL), DEFAULT_TORCH_MODEL) == card
-    assert "int8 variant: `centernet_neu_scratch_pit.int8.onnx`" in card and "pit 0.867 (0.871)" in card
+    assert "int8 variant: `centernet_neu_scratch_pit.int8.onnx`" in card and "pit 0.878 (0.875)" in card
+    assert "mean paired drop scratch 0.09 points" in card and "within the 1-point rule" in card

@@ -212,9 +212,10 @@ def test_recipes_dialog_shows_the_running_models_validation(qtbot, make_window, 
     dialog = RecipesDialog(window.station, window.user, window)
     qtbot.addWidget(dialog)
     text = dialog.validation_label.text()
-    # The shipped file's record (README: scratch 0.910, pit 0.871) predates the per-picture counts.
+    # The shipped file's record (README: scratch 0.931, pit 0.875; no escapes, no false rejects at its 0.15).
     assert text.startswith(f"{window.detector.model_path.name} (running), on 288 validation pictures")
-    assert "scratch 0.910" in text and "pit 0.871" in text and "--validate SPLIT` adds it" in text
+    assert "scratch 0.931" in text and "pit 0.875" in text
+    assert "at threshold 0.15: 0 of 96 defect pictures PASS, 0 of 192 clean pictures FAIL" in text
 
     verdicts = {"threshold": 0.3, "defect_pictures": 96, "clean_pictures": 192, "escapes": ["a.png", "b.png"],
                 "false_rejects": ["c.png"], "not_counted": 0, "classes": {}}
@@ -223,6 +224,10 @@ def test_recipes_dialog_shows_the_running_models_validation(qtbot, make_window, 
     assert model_validation_text(recorded) == ("m.onnx (running), on 288 validation pictures: AP50 pit 0.800; at "
                                                "threshold 0.3: 2 of 96 defect pictures PASS, 1 of 192 clean "
                                                "pictures FAIL")
+    older = SimpleNamespace(model_path=Path("old.onnx"), metadata=SimpleNamespace(training={"validation": {
+        "n_images": 288, "classes": {"pit": {"ap50": 0.871}}}}))  # recorded before the per-picture counts
+    assert model_validation_text(older).endswith("AP50 pit 0.871 (no PASS/FAIL per picture recorded: "
+                                                 "`python -m detector model FILE --validate SPLIT` adds it)")
     assert model_validation_text(None) == "no model loaded"
 
 
