@@ -107,10 +107,14 @@ class Inspector:
         rule and threshold; the part fails if any region does. `frame_warnings`:
         what the source found doubtful about the frame (shown and logged); None:
         checked here (a frame using under 1/16 of its range). Raises ValueError
-        for a frame the detector cannot take or a region outside the frame
-        (nothing is logged then). A failing log write does not raise: the result
-        carries the error so the operator sees it.
+        for a frame the detector cannot take, a region outside the frame, or a
+        recipe whose thresholds were set for another model (nothing is logged
+        then). A failing log write does not raise: the result carries the error
+        so the operator sees it.
         """
+        problem = recipe.threshold_model_problem(self.detector.weights_id)
+        if problem:
+            raise ValueError(problem)
         default = self.detector.metadata.default_threshold
         per_region, used, ms = self.detect_regions(frame, [r.roi for r in recipe.regions])
         detections: list[Detection] = []

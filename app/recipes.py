@@ -23,6 +23,9 @@ from detector.regions import Roi
 
 DEFAULT_RECIPE = "default"
 WHOLE_FRAME = "whole frame"
+# threshold_model of a stored recipe whose explicit thresholds were saved before recipes recorded the model:
+# nobody can tell which model's scores they were set on, so an admin reviews them before it judges again.
+UNRECORDED = "unrecorded"
 _NAME = re.compile(r"^[\w][\w .+\-/()#]{0,63}$", re.UNICODE)
 
 
@@ -56,6 +59,10 @@ class Recipe:
     rule: VerdictRule = field(default_factory=VerdictRule)
     threshold: float | None = None  # None: the model's default threshold
     model_path: str | None = None  # None: the shipped default model
+    # The model (Detector.weights_id) its explicit thresholds were set for (UNRECORDED: saved before recipes
+    # recorded it; None: no explicit threshold, or a recipe built in code). Another model's scores sit
+    # elsewhere: inspections under a recipe bound to other weights are refused until an admin saves it again.
+    threshold_model: str | None = None
     external_id: str = ""  # what the line calls it; default: the name
     version: int = 0  # 0: never saved
 
@@ -75,6 +82,25 @@ class Recipe:
     def rule_for(self, region: Region) -> VerdictRule:
         return region.rule or self.rule
 
+    @property
+    def explicit_thresholds(self) -> bool:
+        """An admin set a threshold (for the recipe or a region) instead of following the model's default."""
+        return self.threshold is not None or any(r.threshold is not None for r in self.regions)
+
+    def bound_to(self, weights_id: str) -> Recipe:
+        """This recipe with its explicit thresholds confirmed for the model `weights_id`."""
+        return replace(self, threshold_model=weights_id if self.explicit_thresholds else None)
+
+    def threshold_model_problem(self, weights_id: str) -> str:
+        """Why this recipe's thresholds may not judge parts with the model `weights_id` ('' when they may)."""
+        if not self.explicit_thresholds or self.threshold_model in (None, weights_id):
+            return ""
+        where = ("were saved before recipes recorded the model they were set for" if self.threshold_model == UNRECORDED
+                 else f"were set for model {self.threshold_model}")
+        return (f"recipe {self.name!r} v{self.version}: its thresholds {where}, but the model is {weights_id}, "
+                f"whose scores may sit elsewhere; an admin reviews them in Recipes (saving it confirms them for "
+                f"this model)")
+
     def threshold_for(self, region: Region, model_default: float) -> float:
         for value in (region.threshold, self.threshold):
             if value is not None:
@@ -83,8 +109,11 @@ class Recipe:
 
     def definition(self) -> dict[str, Any]:
         """What is versioned: everything but name, external id and version."""
-        return {"regions": [r.to_dict() for r in self.regions], "rule": self.rule.to_dict(),
-                "threshold": self.threshold, "model_path": self.model_path}
+        d = {"regions": [r.to_dict() for r in self.regions], "rule": self.rule.to_dict(),
+             "threshold": self.threshold, "model_path": self.model_path}
+        if self.threshold_model is not None:  # absent rather than null: earlier versions stay as they were
+            d["threshold_model"] = self.threshold_model
+        return d
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "external_id": self.external_id, "version": self.version, **self.definition()}
@@ -99,9 +128,12 @@ class Recipe:
         model = d.get("model_path")
         if model is not None and not isinstance(model, str):
             raise ValueError(f"recipe {name!r}: model_path must be text")
+        bound = d.get("threshold_model")
+        if bound is not None and not isinstance(bound, str):
+            raise ValueError(f"recipe {name!r}: threshold_model must be text")
         return cls(name=name, external_id=str(external_id or ""), version=int(version),
                    regions=tuple(Region.from_dict(r) for r in regions), rule=VerdictRule.from_dict(d.get("rule") or {}),
-                   threshold=_threshold(d.get("threshold")), model_path=model or None)
+                   threshold=_threshold(d.get("threshold")), model_path=model or None, threshold_model=bound or None)
 
     @classmethod
     def from_dict(cls, d: Any) -> Recipe:
@@ -137,7 +169,10 @@ class RecipeBook:
         self.users = users or UserDirectory(store)
 
     def _from_row(self, row: dict) -> Recipe:
-        return Recipe.from_definition(row["name"], row["external_id"], row["version"], json.loads(row["definition"]))
+        recipe = Recipe.from_definition(row["name"], row["external_id"], row["version"], json.loads(row["definition"]))
+        if recipe.explicit_thresholds and recipe.threshold_model is None:
+            recipe = replace(recipe, threshold_model=UNRECORDED)  # saved before the binding existed
+        return recipe
 
     def list(self) -> list[Recipe]:
         """The current version of every recipe not deleted, by name."""
@@ -180,15 +215,19 @@ class RecipeBook:
             raise ValueError("the last recipe cannot be deleted: the station needs one to inspect")
         self._write(recipe, by, "recipe.delete", reason, deleted=True)
 
-    def ensure_default(self, roi: Roi | None, rule: VerdictRule, threshold: float | None, model_path: str | None) -> bool:
+    def ensure_default(self, roi: Roi | None, rule: VerdictRule, threshold: float | None, model_path: str | None,
+                       threshold_model: str | None = None) -> bool:
         """First start with recipes: today's region and rule become the "default" recipe (nothing lost).
 
-        Returns whether it was created. Recorded as done by the station itself.
+        `threshold_model`: the weights the settings' threshold is applied with now. Returns whether it was
+        created. Recorded as done by the station itself.
         """
         if self.store.recipe_versions():
             return False
         region = Region(WHOLE_FRAME if roi is None else "region", roi)
         recipe = Recipe(DEFAULT_RECIPE, (region,), rule, threshold, model_path)
+        if threshold_model is not None:
+            recipe = recipe.bound_to(threshold_model)
         self._write(recipe, SETUP_USER, "recipe.save", "created from the station settings (single region and rule)",
                     deleted=False, check=False)
         return True

@@ -111,7 +111,8 @@ class InspectionDone:
 
 @dataclass(frozen=True)
 class InspectionFailed:
-    """Not judged (a frame the model cannot take, a region outside the frame): nothing logged."""
+    """Not judged (a frame the model cannot take, a region outside the frame, a recipe whose thresholds were
+    set for another model): nothing logged."""
 
     job: Job
     message: str
@@ -412,16 +413,18 @@ class Station:
                                  "saved it (recorded in the audit trail):\n  " + "\n  ".join(lines))
 
     def _select_start_recipe(self) -> None:
+        from app.recipes import DEFAULT_RECIPE, WHOLE_FRAME, Region
+
         if self.recipes is None:
             s = self.settings
-            from app.recipes import DEFAULT_RECIPE, WHOLE_FRAME, Region
-
             # No log: the station can still judge (nothing is logged), by the settings' rule.
             self.recipe = Recipe(DEFAULT_RECIPE, (Region(WHOLE_FRAME if s.roi is None else "region", s.roi),), s.rule,
                                  s.threshold, s.model_path)
             return
         s = self.settings
-        self.recipes.ensure_default(s.roi, s.rule, s.threshold, s.model_path)
+        if not self.recipes.store.recipe_versions():  # the settings' threshold, as applied with today's model
+            self.recipes.ensure_default(s.roi, s.rule, s.threshold, s.model_path,
+                                        self.weights_for(Recipe(DEFAULT_RECIPE, model_path=s.model_path)))
         wanted = self._start_recipe or s.recipe
         recipe = self.recipes.get(wanted) if wanted else None
         if recipe is None:
@@ -553,11 +556,23 @@ class Station:
         self._update_state()
         return recipe
 
+    def weights_for(self, recipe: Recipe) -> str | None:
+        """The weights (Detector.weights_id) `recipe` runs with; None when its model cannot be loaded."""
+        detector = self._model_for(recipe)
+        return None if detector is None else detector.weights_id
+
+    def bind_thresholds(self, recipe: Recipe) -> Recipe:
+        """`recipe` with its explicit thresholds confirmed for the model it runs with (as it was, when that
+        model cannot be loaded: nothing is judged then)."""
+        weights = self.weights_for(recipe)
+        return recipe if weights is None else recipe.bound_to(weights)
+
     def save_recipe(self, recipe: Recipe, by: User, reason: str = "") -> Recipe:
-        """Save a new version (admins); the active recipe follows its new version at once."""
+        """Save a new version (admins), its thresholds bound to its model; the active recipe follows its new
+        version at once."""
         if self.recipes is None:
             raise StationError("the inspection log is unavailable, and recipes live in it")
-        saved = self.recipes.save(recipe, by, reason)
+        saved = self.recipes.save(self.bind_thresholds(recipe), by, reason)
         if self.recipe is not None and self.recipe.name.casefold() == saved.name.casefold():
             with self._lock:
                 self.recipe = saved

@@ -104,6 +104,14 @@ class Detector:
         return f"{self.metadata.name}@{self._backend.sha256[:12]}"
 
     @property
+    def weights_id(self) -> str:
+        """Identity of the weights behind this file: the .pth's sha256, which ONNX files exported (and
+        quantized) from it carry as their source. A recipe binds the thresholds an admin set to it,
+        since another model's scores sit elsewhere."""
+        sha = getattr(self._backend, "source_sha256", "") or self._backend.sha256
+        return f"{self.metadata.name}@{sha[:12]}"
+
+    @property
     def device(self) -> str:
         return self._backend.device
 

@@ -6,6 +6,7 @@ Real widgets (pytest-qt, offscreen), the real model, real files.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -182,6 +183,18 @@ def test_typed_display_and_rule_thresholds_stay_as_typed(qtbot, make_window, par
     assert result.threshold == pytest.approx(0.45) and result.recipe.version == 2
     row = window.store.get(result.inspection_id)
     assert (row["threshold"], row["recipe"], row["recipe_version"]) == (pytest.approx(0.45), "default", 2)
+    running = window.station.detector.weights_id
+    assert saved.threshold_model == running and dialog.binding_label.text() == f"set for the model it runs with ({running})"
+
+    # Saved under other weights (a model since replaced): refused at the station, flagged here, and one
+    # save with nothing else changed confirms the thresholds for the running model.
+    window.station.recipes.save(replace(saved, threshold_model="centernet_neu_scratch_pit@0123456789ab"), window.user)
+    dialog.refresh("default")
+    assert "inspections are refused until an admin reviews them" in dialog.binding_label.text()
+    assert "c62828" in dialog.binding_label.styleSheet()
+    confirmed = dialog.save("reviewed for the new model")
+    assert confirmed is not None and confirmed.version == 4 and confirmed.threshold_model == running
+    assert confirmed.threshold == pytest.approx(0.45)
 
 
 def test_failing_boxes_look_different_and_the_defect_list_is_legible(qtbot, make_window, part_pictures):

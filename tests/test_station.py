@@ -21,7 +21,7 @@ import pytest
 from conftest import REPO, FlakyCamera, run_app, write_video
 
 from app.outputs.payload import result_payload
-from app.recipes import Recipe, Region
+from app.recipes import UNRECORDED, Recipe, Region
 from app.settings import StationSettings
 from app.station import (
     InspectionDone,
@@ -206,6 +206,45 @@ def test_who_may_switch_recipes(make_station, part_pictures, tmp_path):
         station.select_recipe("nope", by=admin)
     with pytest.raises(PermissionDenied):
         station.save_recipe(replace(station.recipe, threshold=0.9), olga)
+
+
+def test_thresholds_are_bound_to_the_model_they_were_set_for(make_station, part_pictures):
+    """A threshold an admin set means something only for the model whose scores it was set on: under other
+    weights (a new shipped model scores pits lower) nothing is judged until an admin saves the recipe again."""
+    station, rec = make_station(str(part_pictures[0].parent))
+    admin = station.users.add("root", "admin", "246810", by=SETUP_USER)
+    running = station.detector.weights_id
+    follows = station.save_recipe(Recipe("follows", rule=RULE), admin)
+    assert follows.threshold_model is None  # the model's own default: nothing to bind
+    pinned = station.save_recipe(Recipe("pinned", (Region("left", Roi(0, 0, 160, 240), threshold=0.45),), RULE), admin)
+    assert pinned.threshold_model == running
+    assert station.recipes.version("pinned", 1).threshold_model == running  # in the saved, audited version
+
+    # The same recipe as saved under another model (e.g. before the shipped model changed).
+    elsewhere = station.recipes.save(replace(pinned, threshold_model="centernet_neu_scratch_pit@0123456789ab"), admin)
+    station.select_recipe("pinned", by=admin)
+    logged = station.store.count()
+    assert station.trigger(Job("line", job_id="A", frame=wait_frame(station)))
+    assert rec.wait(lambda r: len(r.of(InspectionFailed)) == 1)
+    message = rec.of(InspectionFailed)[0].message
+    assert f"recipe 'pinned' v{elsewhere.version}: its thresholds were set for model " \
+           f"centernet_neu_scratch_pit@0123456789ab, but the model is {running}" in message
+    assert not rec.of(InspectionDone) and station.store.count() == logged  # no verdict, nothing logged
+
+    # Saved before recipes recorded the model: nobody can tell which scores the threshold was set on.
+    station.recipes.save(replace(pinned, threshold_model=None), admin)
+    station.refresh_recipe()
+    assert station.recipe.threshold_model == UNRECORDED
+    assert station.trigger(Job("line", job_id="A2", frame=wait_frame(station)))
+    assert rec.wait(lambda r: len(r.of(InspectionFailed)) == 2)
+    assert "its thresholds were saved before recipes recorded the model" in rec.of(InspectionFailed)[1].message
+    assert not rec.of(InspectionDone) and station.store.count() == logged
+
+    confirmed = station.save_recipe(station.recipe, admin, "reviewed for the new model")
+    assert confirmed.threshold_model == running and station.recipe.version == confirmed.version
+    assert station.trigger(Job("line", job_id="B", frame=wait_frame(station)))
+    assert rec.wait(lambda r: len(r.of(InspectionDone)) == 1)
+    assert rec.of(InspectionDone)[0].result.regions[0].threshold == pytest.approx(0.45)
 
 
 def test_outputs_follow_the_settings_and_the_data_folder_at_once(make_station, part_pictures, tmp_path):

@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.recipes import WHOLE_FRAME, Recipe, Region
+from app.recipes import UNRECORDED, WHOLE_FRAME, Recipe, Region
 from app.station import Station, StationError
 from app.ui.rule_editor import RuleEditor
 from app.ui.settings_dialog import browse_model, with_browse
@@ -92,6 +92,23 @@ def model_validation_text(detector) -> str:
     return text
 
 
+def threshold_binding_text(recipe: Recipe, model_now: str | None) -> str:
+    """Whether the recipe's explicit thresholds were set for the model it runs with (`model_now`: its
+    weights_id, None when that model cannot be loaded)."""
+    if not recipe.explicit_thresholds:
+        return "the model's default threshold (nothing to confirm)"
+    if model_now is None:
+        return f"set for {recipe.threshold_model or 'an unrecorded model'}; no model loaded to check them against"
+    if recipe.threshold_model == model_now:
+        return f"set for the model it runs with ({model_now})"
+    if recipe.threshold_model is None:  # built in code, never saved
+        return f"not yet bound to a model: saving binds them to {model_now}"
+    where = ("saved before recipes recorded the model they were set for" if recipe.threshold_model == UNRECORDED
+             else f"set for {recipe.threshold_model}")
+    return (f"{where}, but it runs with {model_now}: inspections are refused until an admin reviews them and "
+            f"saves (which confirms them for {model_now})")
+
+
 class RecipesDialog(QDialog):
     def __init__(self, station: Station, user: User, parent: QWidget | None = None):
         super().__init__(parent)
@@ -128,6 +145,8 @@ class RecipesDialog(QDialog):
         # What the running model measured, beside the threshold an admin sets: escapes against false rejects.
         self.validation_label = QLabel(model_validation_text(detector))
         self.validation_label.setWordWrap(True)
+        self.binding_label = QLabel()
+        self.binding_label.setWordWrap(True)
         self.regions_table = QTableWidget(0, len(REGION_COLUMNS))
         self.regions_table.setHorizontalHeaderLabels(REGION_COLUMNS)
         self.regions_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -155,6 +174,7 @@ class RecipesDialog(QDialog):
         form.addRow("Line id", self.external_edit)
         form.addRow("Model file", with_browse(self.model_edit, lambda: browse_model(self, self.model_edit)))
         form.addRow("Its validation", self.validation_label)
+        form.addRow("Thresholds", self.binding_label)
         rv.addLayout(form)
         rv.addWidget(QLabel("Inspection regions (frame pixels; empty = whole frame; double-click 'own rule' to set one):"))
         rv.addWidget(self.regions_table)
@@ -199,6 +219,9 @@ class RecipesDialog(QDialog):
         self._editing = recipe
         self.error.setText("")
         self.validation_label.setText(model_validation_text(self.station.detector))
+        binding = threshold_binding_text(recipe, self.station.weights_for(recipe))
+        self.binding_label.setText(binding)
+        self.binding_label.setStyleSheet("color:#c62828;" if "refused" in binding else "")
         self.name_label.setText(f"<b>{recipe.name}</b> v{recipe.version}")
         self.external_edit.setText(recipe.external_id)
         self.model_edit.setText(recipe.model_path or "")
@@ -301,7 +324,7 @@ class RecipesDialog(QDialog):
     def save(self, reason: str) -> Recipe | None:
         """Save the edited recipe as a new version (the station's active one follows); None and the error shown if not."""
         try:
-            recipe = self.edited_recipe()
+            recipe = self.station.bind_thresholds(self.edited_recipe())  # saving confirms them for the model
             if self._editing is not None and recipe.definition() == self._editing.definition() \
                     and recipe.external_id == self._editing.external_id:
                 raise ValueError("nothing changed")
