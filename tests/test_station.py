@@ -223,6 +223,8 @@ def test_thresholds_are_bound_to_the_model_they_were_set_for(make_station, part_
     # The same recipe as saved under another model (e.g. before the shipped model changed).
     elsewhere = station.recipes.save(replace(pinned, threshold_model="centernet_neu_scratch_pit@0123456789ab"), admin)
     station.select_recipe("pinned", by=admin)
+    assert rec.wait(lambda r: station.state == State.ERROR)  # told before anyone triggers, the line included
+    assert "its thresholds were set for model centernet_neu_scratch_pit@0123456789ab" in station.detail
     logged = station.store.count()
     assert station.trigger(Job("line", job_id="A", frame=wait_frame(station)))
     assert rec.wait(lambda r: len(r.of(InspectionFailed)) == 1)
@@ -242,6 +244,7 @@ def test_thresholds_are_bound_to_the_model_they_were_set_for(make_station, part_
 
     confirmed = station.save_recipe(station.recipe, admin, "reviewed for the new model")
     assert confirmed.threshold_model == running and station.recipe.version == confirmed.version
+    assert rec.wait(lambda r: station.state == State.READY)
     assert station.trigger(Job("line", job_id="B", frame=wait_frame(station)))
     assert rec.wait(lambda r: len(r.of(InspectionDone)) == 1)
     assert rec.of(InspectionDone)[0].result.regions[0].threshold == pytest.approx(0.45)

@@ -98,7 +98,8 @@ def threshold_binding_text(recipe: Recipe, model_now: str | None) -> str:
     if not recipe.explicit_thresholds:
         return "the model's default threshold (nothing to confirm)"
     if model_now is None:
-        return f"set for {recipe.threshold_model or 'an unrecorded model'}; no model loaded to check them against"
+        known = recipe.threshold_model not in (None, UNRECORDED)
+        return f"set for {recipe.threshold_model if known else 'an unrecorded model'}; no model loaded to check them"
     if recipe.threshold_model == model_now:
         return f"set for the model it runs with ({model_now})"
     if recipe.threshold_model is None:  # built in code, never saved
