@@ -91,15 +91,20 @@ class Recipe:
         """This recipe with its explicit thresholds confirmed for the model `weights_id`."""
         return replace(self, threshold_model=weights_id if self.explicit_thresholds else None)
 
+    @property
+    def thresholds_origin(self) -> str:
+        """Which model its explicit thresholds were set for, in words."""
+        if self.threshold_model == UNRECORDED:
+            return "saved before recipes recorded the model they were set for"
+        return f"set for model {self.threshold_model}" if self.threshold_model else "not yet bound to a model"
+
     def threshold_model_problem(self, weights_id: str) -> str:
         """Why this recipe's thresholds may not judge parts with the model `weights_id` ('' when they may)."""
         if not self.explicit_thresholds or self.threshold_model in (None, weights_id):
             return ""
-        where = ("were saved before recipes recorded the model they were set for" if self.threshold_model == UNRECORDED
-                 else f"were set for model {self.threshold_model}")
-        return (f"recipe {self.name!r} v{self.version}: its thresholds {where}, but the model is {weights_id}, "
-                f"whose scores may sit elsewhere; an admin reviews them in Recipes (saving it confirms them for "
-                f"this model)")
+        return (f"recipe {self.name!r} v{self.version}: its thresholds were {self.thresholds_origin}, but the model "
+                f"is {weights_id}, whose scores may sit elsewhere; an admin reviews them in Recipes (saving it "
+                f"confirms them for this model)")
 
     def threshold_for(self, region: Region, model_default: float) -> float:
         for value in (region.threshold, self.threshold):

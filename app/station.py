@@ -830,8 +830,8 @@ class Station:
             state, detail = State.ERROR, "the inspection log is unavailable"
         elif self.detector is None:
             state, detail = State.ERROR, f"no model: {self.model_error}"
-        elif self.recipe is not None and self.recipe.threshold_model_problem(self.detector.weights_id):
-            state, detail = State.ERROR, self.recipe.threshold_model_problem(self.detector.weights_id)
+        elif problem := (self.recipe.threshold_model_problem(self.detector.weights_id) if self.recipe else ""):
+            state, detail = State.ERROR, problem
         elif self._busy:
             state, detail = State.BUSY, ""
         elif feed is None:

@@ -43,7 +43,7 @@ def _int8_line(path: Path, classes: Sequence[str]) -> str:
         if noisy:
             line += (f"; on {val['noisy_copies']['draws']} noisy copies of them, mean paired drop " + ", ".join(
                 f"{c} {noisy[c][0]:.2f} points (sd {noisy[c][1]:.2f})" for c in classes if c in noisy))
-        line += f"; {int8_rule(val)[1].split(':')[0]}"
+        line += f"; {'within' if int8_rule(val)[0] else 'OVER'} the 1-point rule"
     return line + ")" + (f": `{info['command']}`" if info.get("command") else "")
 
 

@@ -477,6 +477,8 @@ def int8_rule(validation: dict) -> tuple[bool, str]:
                      f"{validation['noisy_copies']['draws']} noisy copies the largest paired drop is {worst[0]}'s, "
                      f"{worst[1][0]:.2f} points (sd {worst[1][1]:.2f}; with two standard errors {worst[1][2]:.2f})")
     drops = ap50_drops(validation)
+    if not drops:
+        return False, f"not judged by the {AP50_DROP_LIMIT:g}-point rule: no class has ground truth in the split"
     worst = max(drops.items(), key=lambda kv: kv[1])
     met = worst[1] <= AP50_DROP_LIMIT
     return met, (f"{'within' if met else 'OVER'} the {AP50_DROP_LIMIT:g}-point rule: the largest drop on the split "

@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.recipes import UNRECORDED, WHOLE_FRAME, Recipe, Region
+from app.recipes import WHOLE_FRAME, Recipe, Region
 from app.station import Station, StationError
 from app.ui.rule_editor import RuleEditor
 from app.ui.settings_dialog import browse_model, with_browse
@@ -98,16 +98,13 @@ def threshold_binding_text(recipe: Recipe, model_now: str | None) -> str:
     if not recipe.explicit_thresholds:
         return "the model's default threshold (nothing to confirm)"
     if model_now is None:
-        known = recipe.threshold_model not in (None, UNRECORDED)
-        return f"set for {recipe.threshold_model if known else 'an unrecorded model'}; no model loaded to check them"
+        return f"{recipe.thresholds_origin}; no model loaded to check them against"
     if recipe.threshold_model == model_now:
         return f"set for the model it runs with ({model_now})"
     if recipe.threshold_model is None:  # built in code, never saved
         return f"not yet bound to a model: saving binds them to {model_now}"
-    where = ("saved before recipes recorded the model they were set for" if recipe.threshold_model == UNRECORDED
-             else f"set for {recipe.threshold_model}")
-    return (f"{where}, but it runs with {model_now}: inspections are refused until an admin reviews them and "
-            f"saves (which confirms them for {model_now})")
+    return (f"{recipe.thresholds_origin}, but it runs with {model_now}: inspections are refused until an admin "
+            f"reviews them and saves (which confirms them for {model_now})")
 
 
 class RecipesDialog(QDialog):
@@ -220,9 +217,10 @@ class RecipesDialog(QDialog):
         self._editing = recipe
         self.error.setText("")
         self.validation_label.setText(model_validation_text(self.station.detector))
-        binding = threshold_binding_text(recipe, self.station.weights_for(recipe))
-        self.binding_label.setText(binding)
-        self.binding_label.setStyleSheet("color:#c62828;" if "refused" in binding else "")
+        weights = self.station.weights_for(recipe)
+        self.binding_label.setText(threshold_binding_text(recipe, weights))
+        refused = weights is not None and recipe.threshold_model_problem(weights)
+        self.binding_label.setStyleSheet("color:#c62828;" if refused else "")
         self.name_label.setText(f"<b>{recipe.name}</b> v{recipe.version}")
         self.external_edit.setText(recipe.external_id)
         self.model_edit.setText(recipe.model_path or "")
