@@ -306,6 +306,17 @@ def allow_mmengine_checkpoints() -> None:
     ])
 
 
+def _leave_process_group() -> None:
+    """Every process of a distributed run, once training is done: wait for the others, then close the group.
+    A rank that exits with its gloo group still open can abort in the C++ teardown ("terminate called without
+    an active exception", seen once in tests/test_distributed.py), and rank 0 needs nothing from it after this."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def best_checkpoint(work_dir: Path) -> Path:
     best = sorted(work_dir.glob("best_coco_bbox_mAP_50*.pth"), key=os.path.getmtime)
     if best:
@@ -402,6 +413,7 @@ def train(options: TrainOptions, cfg=None, *, began: tuple[float, float] | None 
     runner.train()
     train_seconds = time.monotonic() - started + earlier_seconds
     train_cpu, train_wall = TrainingClockHook.cpu_seconds() - cpu_started, time.monotonic() - started
+    _leave_process_group()
     if runner.rank != 0:
         return None
 
