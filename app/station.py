@@ -55,8 +55,10 @@ log = logging.getLogger("station")
 TRIGGERS = ("operator", "continuous", "line")
 STATUS_REFRESH_S = 5.0
 # The settings the plant replicator is made from: changing any restarts it (Station.apply_settings).
+# Settings the replicator is made from. The station name too: a new station PC whose log the plant refuses under
+# the old PC's name (app.store.replicator.HistoryMismatch) replicates as soon as an admin gives it its own.
 PLANT_SETTINGS = ("plant_db_url", "plant_db_password_file", "plant_db_password_env", "plant_picture_store",
-                  "plant_backlog_warn_minutes")
+                  "plant_backlog_warn_minutes", "station_name")
 
 
 class State(str, Enum):

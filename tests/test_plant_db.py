@@ -33,6 +33,7 @@ from app.store.postgres import (
     migrate,
     password_from,
     schema_version,
+    station_heads,
     verify_plant,
 )
 from app.store.replicator import Replicator
@@ -68,8 +69,8 @@ def test_migrates_up_from_an_empty_database_and_from_the_previous_version(pg_ser
     with empty.owner() as conn:
         assert schema_version(conn) == 0
     log = PlantLog(empty.owner_url)  # the owner opening it migrates it, as a station's log is on open
-    assert log.schema_version == SCHEMA_VERSION == 3 and log.missing_guards() == [] and log.role == "admin"
-    assert empty.scalar("SELECT array_agg(version ORDER BY version) FROM schema_version") == [1, 2, 3]
+    assert log.schema_version == SCHEMA_VERSION == 4 and log.missing_guards() == [] and log.role == "admin"
+    assert empty.scalar("SELECT array_agg(version ORDER BY version) FROM schema_version") == [1, 2, 3, 4]
     log.close()
 
     # A plant database at v1 with replicated rows in it (v1 had no users or pictures tables).
@@ -83,8 +84,8 @@ def test_migrates_up_from_an_empty_database_and_from_the_previous_version(pg_ser
         assert conn.execute("SELECT to_regclass('pictures')").fetchone()[0] is None
         with conn.transaction():
             ingest(conn, claim_station(conn, "line-1"), "line-1", batch)
-        assert migrate(conn, target=2) == 2  # the previous version ...
-        assert migrate(conn) == 3 and migrate(conn) == 3  # ... the newest, and again: nothing to do
+        assert migrate(conn, target=2) == 2 and migrate(conn, target=3) == 3  # each earlier version ...
+        assert migrate(conn) == 4 and migrate(conn) == 4  # ... the newest, and again: nothing to do
     with PlantLog(old.owner_url) as log:
         assert log.count() == 5 and log.missing_guards() == []
         assert old_partitions(old) >= {"inspections_y2026m03", "inspections_y2026m04"}
@@ -108,7 +109,7 @@ def test_a_login_that_may_not_migrate_is_told_so(pg_server):
         conn.execute(open_roles_sql())  # the roles exist and may read the version (as v1's grants had it) ...
         conn.execute("GRANT SELECT ON schema_version TO plant_qa")
     url = db.login("qa_early", "plant_qa")
-    with pytest.raises(StoreError, match="schema 1, this program needs 3: open it once with the login that owns it"
+    with pytest.raises(StoreError, match="schema 1, this program needs 4: open it once with the login that owns it"
                                          " .*may not migrate"):  # ... but a QA login cannot change the schema
         PlantLog(url, password=db.password("qa_early"))
 
@@ -168,6 +169,11 @@ def test_each_role_is_refused_what_it_may_not_do(plant_db, tmp_path):
         claim_station(station, "line-2")
     with pytest.raises(StoreError, match="the plant's own name"):
         claim_station(station, "plant")
+    # It reads the last ids of its own rows (to check its log against the plant), not another station's.
+    heads = station_heads(station, 1)
+    assert heads["inspections"] == (4, store.get(4)["uid"]) and heads["reviews"][0] == 1
+    assert heads["audit"] == (store.audit_records()[-1].id, store.history_mark("audit", store.audit_records()[-1].id))
+    assert "not one this login claimed" in refused(station, "SELECT * FROM plant_station_heads(2)")
 
     # QA: reads everything, writes reviews and audit records of the plant chain in its own name only.
     qa_url = plant_db.login("quinn", "plant_qa")
@@ -195,6 +201,7 @@ def test_each_role_is_refused_what_it_may_not_do(plant_db, tmp_path):
         report, "INSERT INTO audit (id, station, local_id, at, user_name, action, reason) VALUES (8, 'plant', 8, now(),"
         " 'boss', 'x', '')")
     assert "permission denied" in refused(report, "SELECT plant_ensure_month(now())")
+    assert "permission denied" in refused(report, "SELECT * FROM plant_station_heads(1)")
     with PlantLog(report_url, password=plant_db.password("boss")) as log:
         assert log.read_only and log.whoami().role == "supervisor"
         with pytest.raises(StoreError, match="may only read"):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -20,6 +21,7 @@ from plant_data import PlantDb, fill, record, utc
 
 from app.audit import verify
 from app.reports import daily_summary, export_csv, write_csv
+from app.review import ReviewService
 from app.settings import StationSettings
 from app.store import GalleryFilter, InspectionStore
 from app.store.postgres import PlantLog, password_from, verify_plant
@@ -246,6 +248,67 @@ def test_users_role_changes_and_a_renamed_station(plant_db, tmp_path):
     store.close()
 
 
+def test_a_plant_database_restored_from_a_backup_gets_again_what_it_lost(plant_db, tmp_path):
+    """The station's cursors say the rows went; the restored database lacks the last ones: they are sent again, once."""
+    url, password = station_login(plant_db, tmp_path, "line1")
+    store = InspectionStore(tmp_path / "a" / "inspections.sqlite")
+    ada = UserDirectory(store).add("ada", "admin", "123456", SETUP_USER)
+    fill(store, 3, "line-1", utc(2026, 5, 4, 8))
+    share = tmp_path / "share"
+    assert Replicator(store, url, "line-1", password=password, picture_store=share, poll_s=0.05).start().stop(timeout=30)
+    backup = plant_db.server.create_database()  # the night's backup: a copy of the database as it is now
+    with plant_db.server.admin() as conn:
+        conn.execute(f'DROP DATABASE "{backup}"')
+        conn.execute(f'CREATE DATABASE "{backup}" TEMPLATE "{plant_db.name}"')
+        conn.execute(f'GRANT CONNECT ON DATABASE "{backup}" TO line1')
+    ReviewService(store, ada).set_verdict(2, "FAIL", "scratch missed")
+    fill(store, 3, "line-1", utc(2026, 5, 4, 9), first=3)
+    assert Replicator(store, url, "line-1", password=password, picture_store=share, poll_s=0.05).start().stop(timeout=30)
+    assert len(arrived(plant_db, 1)) == 6
+
+    # The plant's server failed; its database comes back from the backup, where the station's cursors are past it.
+    restored = PlantDb(plant_db.server, backup)
+    assert arrived(restored, 1) == [1, 2, 3] and store.replication_cursors("plant")["inspections"] == 6
+    r = Replicator(store, restored.server.url(user="line1", dbname=backup, password=None), "line-1", password=password,
+                   picture_store=share, poll_s=0.05).start()
+    assert r.stop(drain=True, timeout=30)
+    assert_exactly_once_in_order(restored, store, 1)  # the audit records and inspections it lacked, once
+    assert restored.scalar("SELECT count(*) FROM reviews") == 1
+    assert restored.scalar("SELECT count(*) FROM pictures") == 12  # each inspection's picture and annotated copy
+    with PlantLog(restored.owner_url, picture_store=share) as plant:
+        assert verify(plant.origin("line-1"), pictures_root=share).ok
+
+
+def test_a_new_log_under_a_name_in_use_is_not_merged_into_that_history(plant_db, tmp_path):
+    """A replaced station PC starts a new log under the old name: its ids would collide with the plant's rows of the
+    old log, so nothing is sent (the rows wait); under a name of its own it replicates as a new station."""
+    url, password = station_login(plant_db, tmp_path, "line1")
+    old = InspectionStore(tmp_path / "old" / "inspections.sqlite")
+    UserDirectory(old).add("ada", "admin", "123456", SETUP_USER)
+    fill(old, 4, "line-1", utc(2026, 5, 4, 8), pictures=False)
+    assert Replicator(old, url, "line-1", password=password, poll_s=0.05).start().stop(timeout=30)
+    new = InspectionStore(tmp_path / "new" / "inspections.sqlite")
+    UserDirectory(new).add("bea", "admin", "654321", SETUP_USER)
+    fill(new, 5, "line-1", utc(2026, 6, 1, 8), pictures=False)
+
+    r = Replicator(new, url, "line-1", password=password, poll_s=0.05, retry_max_s=0.2).start()
+    assert wait_until(lambda: "another history" in (r.status().last_error or ""), 20), r.status()
+    assert not r.stop(drain=True, timeout=1)
+    assert "its inspection #4 differs from the one in this station's log" in r.last_error
+    assert_exactly_once_in_order(plant_db, old, 1)  # the old log's history, untouched
+    assert new.output_backlog("plant:inspections")[0] == 5  # the new log's rows wait
+    assert "origin:line-1" not in new.replication_cursors("plant")
+
+    r = Replicator(new, url, "line-1b", password=password, poll_s=0.05).start()
+    assert r.stop(drain=True, timeout=30) and r.origin == "line-1b"
+    assert_exactly_once_in_order(plant_db, new, 2)
+    assert_exactly_once_in_order(plant_db, old, 1)
+    with PlantLog(plant_db.owner_url) as plant:
+        assert plant.stations() == ["line-1", "line-1b"] and verify(plant.origin("line-1b")).ok
+    old.close()
+    new.close()
+
+
 def test_settings_make_the_replicator(plant_db, tmp_path, monkeypatch):
     url, _ = station_login(plant_db, tmp_path, "line1")
     with InspectionStore(tmp_path / "a" / "inspections.sqlite") as store:
@@ -297,8 +360,18 @@ def test_a_running_station_replicates_what_it_logs(plant_db, tmp_path, monkeypat
         names = [o.name for o in station.output_status()]
         assert "plant database" in names
         assert wait_until(lambda: plant_db.scalar("SELECT count(*) FROM inspections") == 3, 30)
+        # A renamed station replicates under its new name at once, as the origin it first replicated as.
+        admin = station.users.add("root", "admin", "246810", by=SETUP_USER)
+        station.apply_settings(replace(station.settings, station_name="line-5b"), admin)
+        assert station.replicator.station == "line-5b"
+        assert station.trigger(Job("line", job_id="J3"))
+        assert wait_until(lambda: len(done) > 3 and not station.busy, 30)
+        assert wait_until(lambda: plant_db.scalar("SELECT count(*) FROM inspections") == 4, 30)
+        assert station.replicator.origin == "line-5"
     finally:
         assert station.stop(drain=True, timeout=30)
     with psycopg.connect(plant_db.owner_url) as conn:
         jobs = [r[0] for r in conn.execute("SELECT job_id FROM inspections ORDER BY arrival")]
-    assert jobs == ["J0", "J1", "J2"]
+    assert jobs == ["J0", "J1", "J2", "J3"]
+    with PlantLog(plant_db.owner_url) as plant:
+        assert plant.stations() == ["line-5"] and plant.gallery_count(GalleryFilter(station="line-5b")) == 1

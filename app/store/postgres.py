@@ -286,6 +286,14 @@ def claim_station(conn: psycopg.Connection, name: str) -> int:
     return int(no)
 
 
+def station_heads(conn: psycopg.Connection, no: int) -> dict[str, tuple[int, str]]:
+    """What the plant holds of station number `no` (one this login claimed): per history table, the id at the station
+    of its last row and what identifies that row (pg_schema/0004_station_heads.sql); 'pictures': the last inspection
+    with a copied picture. A table the plant holds nothing of is absent."""
+    rows = conn.execute("SELECT kind, local_id, mark FROM plant_station_heads(%s)", (int(no),)).fetchall()
+    return {kind: (int(local_id), mark) for kind, local_id, mark in rows}
+
+
 def ensure_months(conn: psycopg.Connection, times: Iterable[str]) -> None:
     """Make the month partitions these (log text) times fall into, where missing."""
     for month in sorted({t[:7] for t in times}):

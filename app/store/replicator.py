@@ -25,6 +25,15 @@ the pictures, never the rows.
 
 The station's name at its first replication is its origin in the plant database for good (kept in
 the log as `plant:origin:NAME`): renaming a station later does not start a second copy of its history.
+
+The cursors say what the plant database had, not what it has: on every connect, before shipping, the
+replicator asks the plant for the last row it holds of each table of this station (plant_station_heads)
+and compares it with its own log. A plant database restored from a backup, or a new one at the same
+URL, holds less: the cursors go back to what it holds and the rest is sent again. A plant database
+holding a row this log does not have, or a different one under the same id (a new log under a name in
+use, a log restored from an older copy), holds another history of this station: adding this log's rows
+to it would merge two histories under the same ids, so nothing is sent (HistoryMismatch in `status()`)
+and the rows wait in the log.
 """
 
 from __future__ import annotations
@@ -52,6 +61,7 @@ from app.store.postgres import (
     record_picture,
     schema_version,
     shown_url,
+    station_heads,
 )
 from app.store.rows import REPLICATED_TABLES, StoreError
 from app.store.sqlite import InspectionStore
@@ -61,6 +71,14 @@ log = logging.getLogger(__name__)
 PREFIX = "plant"  # the cursors' prefix in the log's output_cursors
 NAME = "plant database"  # as the status bar and `status` name it
 _CHUNK = 1 << 20
+
+
+class HistoryMismatch(StoreError):
+    """The plant database holds another history under this station's name than its log: nothing is shipped."""
+
+
+_ROW_NAMES = {"inspections": "inspection", "audit": "audit record", "reviews": "QA review",
+              "review_boxes": "box correction", "recipes": "recipe version"}
 
 
 class PictureMismatch(OSError):
@@ -277,11 +295,40 @@ class Replicator:
                 raise StoreError(f"the plant database has schema {version}, this station needs {SCHEMA_VERSION}"
                                  " (its owner migrates it by opening it in plant mode)")
             self.no = claim_station(conn, self.origin)
+            self._hold_to_plant(station_heads(conn, self.no))
         except BaseException:
             conn.close()
             raise
         self.log.advance_cursors(PREFIX, {f"origin:{self.origin}": self.no})
         self._conn = conn
+
+    def _hold_to_plant(self, heads: dict[str, tuple[int, str]]) -> None:
+        """Set the cursors to what the plant holds of this station (`heads`: station_heads), after checking that
+        what it holds is this log's (module docstring). HistoryMismatch, with the cursors unchanged, if not."""
+        cursors = dict(self._cursors)
+        for table in sorted(REPLICATED_TABLES, key=lambda t: t != "inspections"):
+            held, mark = heads.get(table, (0, ""))
+            if held:
+                mine = self.log.history_mark(table, held)
+                if mine != mark:
+                    raise HistoryMismatch(
+                        f"the plant database holds another history under the station name {self.origin!r}: its"
+                        f" {_ROW_NAMES[table]} #{held} {'is not in' if mine is None else 'differs from the one in'} this"
+                        " station's log (a new log under a name in use, or a log restored from an older copy). Nothing"
+                        " is sent; the rows wait in the log. A new station needs a name of its own (docs/plant.md)")
+            cursors[table] = held
+        if cursors["inspections"] < self._cursors["inspections"]:  # rows lost at the plant: their pictures' notes too
+            cursors["pictures"] = min(cursors["pictures"], heads.get("pictures", (0, ""))[0])
+        cursors["pictures"] = min(cursors["pictures"], cursors["inspections"])
+        behind = {t: (self._cursors[t], c) for t, c in cursors.items() if c < self._cursors[t]}
+        if behind:
+            log.warning("plant database %s holds less of this station than it was sent (restored from a backup, or a"
+                        " new database): sending again from %s", self.url,
+                        ", ".join(f"{t} #{c} (had #{was})" for t, (was, c) in behind.items()))
+        if cursors != self._cursors:
+            self.log.reset_cursors(PREFIX, cursors)
+            self._cursors = cursors
+            self._saved.update(cursors)
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None

@@ -962,6 +962,26 @@ class InspectionStore(_Reads):
                                  " updated_at = excluded.updated_at",
                                  [(f"{prefix}:{table}", int(last), now) for table, last in cursors.items()])
 
+    def reset_cursors(self, prefix: str, cursors: dict[str, int]) -> None:
+        """Set the cursors, back as well as forward, all in one transaction: only for a replicator that found its
+        plant database holding less of this log than they say (restored from a backup, or a new database)."""
+        now = iso_utc(datetime.now(timezone.utc))
+        with self.write() as tx:
+            tx._conn.executemany("INSERT INTO output_cursors (sink, delivered_id, updated_at) VALUES (?, ?, ?)"
+                                 " ON CONFLICT (sink) DO UPDATE SET delivered_id = excluded.delivered_id,"
+                                 " updated_at = excluded.updated_at",
+                                 [(f"{prefix}:{table}", int(last), now) for table, last in cursors.items()])
+
+    def history_mark(self, table: str, row_id: int) -> str | None:
+        """What identifies row `row_id` of a replicated table, as the plant database reports its copy of it
+        (plant_station_heads): an audit record's hash, an inspection's uid, else the id of the row's audit record.
+        None when this log has no such row."""
+        if table not in REPLICATED_TABLES:
+            raise ValueError(f"not a replicated table: {table!r}")
+        column = {"audit": "COALESCE(hash, '')", "inspections": "uid"}.get(table, "CAST(audit_id AS TEXT)")
+        rows = self._rows(f"SELECT {column} FROM {table} WHERE id = ?", (int(row_id),))
+        return str(rows[0][0]) if rows else None
+
     def replication_batch(self, after: dict[str, int], limit: int) -> ReplicationBatch:
         """The rows after each table's cursor (at most `limit` per table), from one snapshot, as hashed (ReplicationBatch)."""
         limit = int(limit)

@@ -42,6 +42,7 @@ GRANT INSERT (name) ON stations TO plant_station;
 GRANT SELECT ON user_versions TO plant_station;
 GRANT USAGE ON SEQUENCE arrival TO plant_station, plant_qa;
 GRANT EXECUTE ON FUNCTION plant_ensure_month(timestamptz) TO plant_station;
+GRANT EXECUTE ON FUNCTION plant_station_heads(integer) TO plant_station;  -- its own rows' last ids, to check its log
 
 -- QA: reads everything; inserts its reviews and the plant chain's audit records.
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO plant_qa, plant_report;
