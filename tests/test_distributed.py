@@ -24,6 +24,8 @@ from synthetic import make_voc_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--device", "cpu", "--threads", "1", "--input-size", "64", "--batch-size", "2"]
+# Multi-scale steps draw their size on rank 0 and broadcast it (BatchSyncRandomResize): exercised here too.
+MULTI_SCALE = ["--multi-scale", "64,96"]
 
 
 def readme_multinode_command() -> str:
@@ -63,22 +65,23 @@ def dist_root(tmp_path_factory) -> Path:
 
 
 def test_readme_command_trains_with_two_processes_and_resumes(dist_root):
-    first = run_readme_command(dist_root, [*TINY, "--epochs", "1"])
+    first = run_readme_command(dist_root, [*TINY, *MULTI_SCALE, "--epochs", "1"])
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     model_path = dist_root / "runs" / "train" / "model.pth"
     meta = load_model_file(model_path).metadata
-    assert meta.training["processes"] == 2 and meta.training["epochs_run"] == 1
+    assert meta.training["processes"] == 2 and meta.training["epochs_run"] == 1 and meta.training["multi_scale"] == [64, 96]
     assert Detector(model_path, device="cpu").detect(dist_root / "src" / "images" / "scratches_0.jpg", threshold=0.0)
     log = next((dist_root / "runs" / "train").glob("*/*.log")).read_text()
     assert "in each of 2 processes (torchrun)" in model_path.with_suffix(".md").read_text()
     assert re.search(r"Distributed launcher: pytorch", log) and re.search(r"Distributed training: True", log)
+    assert "BatchSyncRandomResize" in log  # the multi-scale step in the config both processes ran
 
     # Resume under torchrun: epoch 2 continues from epoch 1's checkpoint; the time budget
     # (used up at once) stops both processes after that epoch although 3 are planned.
-    second = run_readme_command(dist_root, [*TINY, "--epochs", "3", "--resume", "--max-minutes", "0.0001"])
+    second = run_readme_command(dist_root, [*TINY, *MULTI_SCALE, "--epochs", "3", "--resume", "--max-minutes", "0.0001"])
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     meta = load_model_file(model_path).metadata
-    assert meta.training["epochs_run"] == 2 and meta.training["processes"] == 2
+    assert meta.training["epochs_run"] == 2 and meta.training["processes"] == 2 and meta.training["multi_scale"] == [64, 96]
     assert [row["step"] for row in meta.training["val_history"]] == [1, 2]
     scalars = sorted((dist_root / "runs" / "train").glob("*/vis_data/scalars.json"))
     rows = [json.loads(line) for s in scalars for line in s.read_text().splitlines()]
