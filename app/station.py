@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from app.inspection import InspectionResult, Inspector
+from app.line.opcua.trust import ClientCertificate, ClientTrustList, change_trust
 from app.paths import default_config_path
 from app.recipes import Recipe, RecipeBook
 from app.settings import StationSettings, save_settings
@@ -239,6 +240,23 @@ class Station:
     def status_path(self) -> Path:
         """Where the running station writes its state for `python -m app status`."""
         return status_file(self.db_path)
+
+    @property
+    def opcua_folder(self) -> Path:
+        """Where the OPC UA server keeps its certificate and the trust list of client applications."""
+        return self.db_path.parent / "opcua"
+
+    def opcua_clients(self) -> list[ClientCertificate]:
+        """The OPC UA client certificates the station trusts, then those it refused (app.line.opcua.trust)."""
+        return ClientTrustList(self.opcua_folder).certificates()
+
+    def set_opcua_client_trusted(self, digest: str, trusted: bool, by: User) -> ClientCertificate:
+        """An admin trusts (or stops trusting) the OPC UA client certificate with SHA-256 `digest`: effective at the
+        client's next sign-in, and audited (app.line.opcua.trust.change_trust). KeyError if unknown."""
+        self.require(by, "settings")
+        if self.store is None:
+            raise StationError("the inspection log is unavailable: a trust change could not be audited")
+        return change_trust(ClientTrustList(self.opcua_folder), self.store, digest, trusted, by.name)
 
     def update_settings(self, **changes) -> None:
         """Change settings and save them; a changed field no longer follows its command-line override."""

@@ -124,6 +124,9 @@ def bench(name: str, model: str, args, tmp: Path) -> dict:
     station.subscribe(observe)
     port = 48400 + os.getpid() % 1000
     url = f"opc.tcp://127.0.0.1:{port}"
+    from opcua_plc import trust_plc
+
+    trust_plc(folder / "plc", station.opcua_folder)  # the PLC's certificate, trusted as an admin would
     server = OpcUaVisionServer(station, url, allow_anonymous=args.anonymous).start()
     try:
         proc = subprocess.run([sys.executable, __file__, "--plc", url, str(server.cert_path), str(folder / "plc"),

@@ -12,6 +12,7 @@ subscribed on the Server object only. It prints what it saw as JSON:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sys
 import time
@@ -29,12 +30,36 @@ EVENT_TYPES = {"ResultReady": 1024, "AcquisitionDone": 1025, "Error": 1019, "Sta
 NO_PARAMETERS = ua.Variant([], ua.VariantType.Variant)
 
 
+PLC_URI = "urn:test-plc:opcua-client"
+
+
+def plc_certificate(client_dir: Path) -> Path:
+    """The PLC's certificate file, made now if missing (as `connect()` would make it): what a station's admin trusts."""
+    async def make() -> Path:
+        client = Client("opc.tcp://127.0.0.1:4840")
+        client.application_uri = PLC_URI
+        cert, _ = await client.setup_self_signed_certificate(client_dir / "plc_key.pem", client_dir / "plc_cert.der")
+        return cert
+
+    return asyncio.run(make())
+
+
+def trust_plc(client_dir: Path, station_opcua: Path) -> Path:
+    """Put the PLC's certificate into the station's trust list (`<data>/opcua`), as an admin may copy it there."""
+    folder = station_opcua / "pki" / "trusted" / "certs"
+    folder.mkdir(parents=True, exist_ok=True)
+    der = plc_certificate(client_dir).read_bytes()
+    target = folder / f"test-plc-{hashlib.sha256(der).hexdigest()[:12]}.der"
+    target.write_bytes(der)
+    return target
+
+
 @asynccontextmanager
 async def connect(url: str, server_cert: Path | None, client_dir: Path, user: str | None = None, pin: str | None = None,
                   secure: bool = True, timeout: float = 30.0):
     """A session: Basic256Sha256 Sign&Encrypt with a client certificate of its own (made once in `client_dir`)."""
     client = Client(url, timeout=timeout)
-    client.application_uri = "urn:test-plc:opcua-client"
+    client.application_uri = PLC_URI
     if secure:
         cert, key = await client.setup_self_signed_certificate(client_dir / "plc_key.pem", client_dir / "plc_cert.der")
         await client.set_security(SecurityPolicyBasic256Sha256, str(cert), str(key),

@@ -73,6 +73,7 @@ def test_serve_is_an_opc_ua_machine_vision_server_for_a_plc(tmp_path, part_pictu
     import asyncio
 
     from opcua_plc import run as plc_run
+    from opcua_plc import trust_plc
 
     from app.users import SETUP_USER, UserDirectory
 
@@ -92,6 +93,7 @@ def test_serve_is_an_opc_ua_machine_vision_server_for_a_plc(tmp_path, part_pictu
         while not cert.is_file() or not _listening(port):
             assert time.monotonic() < deadline and proc.poll() is None, "serve's OPC UA server did not start"
             time.sleep(0.3)
+        trust_plc(tmp_path / "plc", tmp_path / "data" / "opcua")
         out = asyncio.run(plc_run(f"opc.tcp://127.0.0.1:{port}", str(cert), str(tmp_path / "plc"), "root", "246810",
                                   "default", 3))
         proc.send_signal(signal.SIGTERM)

@@ -10,6 +10,7 @@ Machine Vision structures it uses are built from the server's type definitions.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import socket
 import stat
@@ -24,7 +25,7 @@ from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.ua.uaerrors import UaStatusCodeError
 from conftest import REPO, FlakyCamera, wait_until
-from opcua_plc import NO_PARAMETERS, Plc, connect, result_json
+from opcua_plc import NO_PARAMETERS, PLC_URI, Plc, connect, result_json, trust_plc
 
 from app.line.opcua.nodeset import completed_nodeset, nodeset_path
 from app.line.opcua_mv import OpcUaError, OpcUaVisionServer
@@ -88,6 +89,7 @@ def line(tmp_path_factory, detector):
     station.users.add(OPERATOR, "operator", OPERATOR_PIN, admin)
     station.save_recipe(Recipe("cover", external_id="LINE-7", rule=RULE), admin)
     url = f"opc.tcp://127.0.0.1:{free_port()}"
+    trust_plc(folder / "plc", station.opcua_folder)  # the PLC's certificate, trusted as an admin would
     server = OpcUaVisionServer(station, url).start()
     yield Line(station, server, url, folder)
     server.stop()
@@ -127,6 +129,7 @@ def test_a_bad_endpoint_is_refused_with_a_clear_message(line):
 
 
 def test_a_plc_in_its_own_process_runs_200_jobs_and_every_result_matches_the_log(line, tmp_path):
+    trust_plc(tmp_path, line.station.opcua_folder)
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, str(REPO / "tests" / "opcua_plc.py"), line.url, str(line.server.cert_path),
                            str(tmp_path), ADMIN, ADMIN_PIN, "LINE-7", str(JOBS)],
@@ -407,15 +410,43 @@ def test_the_lab_endpoint_lets_anonymous_clients_in_says_so_and_reuses_the_certi
                 await plc.call(plc.sm, "SelectModeAutomatic")
                 assert await plc.state() == ("Operational", "Initialized")
                 await plc.call(plc.sm, "Reset", 0, "")
-            # anonymous on the encrypted endpoint of the same server: refused
+            # anonymous on the encrypted endpoint of the same server, from a trusted application: refused
             assert await refused(connect(url, lab.cert_path, tmp_path).__aenter__()) == "BadUserAccessDenied"
 
+        trust_plc(tmp_path, line.station.opcua_folder)
         asyncio.run(scenario())
     finally:
         lab.stop()
     records = [a for a in line.station.store.audit_records(action="line.opcua.SelectModeAutomatic")
                if a.user == "opcua (anonymous)"]
     assert records
+
+
+def test_only_client_applications_an_admin_trusts_may_sign_in(line, tmp_path):
+    """A SCADA with a certificate of its own is refused before any PIN is checked; its certificate waits for an admin,
+    who trusts it (then it signs in) and later stops trusting it (refused again)."""
+    scada = tmp_path / "scada"
+
+    async def sign_in() -> str:
+        try:
+            async with connect(line.url, line.server.cert_path, scada, OPERATOR, OPERATOR_PIN) as client:
+                await Plc(client).find()  # browsing needs an activated session
+                return "Good"
+        except UaStatusCodeError as exc:
+            return ua.StatusCode(exc.code).name
+
+    assert asyncio.run(sign_in()) == "BadCertificateUntrusted"
+    der = (scada / "plc_cert.der").read_bytes()
+    (waiting,) = [c for c in line.station.opcua_clients() if not c.trusted]
+    assert waiting.fingerprint == hashlib.sha256(der).hexdigest() and waiting.application_uri == PLC_URI
+    admin = line.station.users.authenticate(ADMIN, ADMIN_PIN)
+    line.station.set_opcua_client_trusted(waiting.fingerprint, True, admin)
+    assert asyncio.run(sign_in()) == "Good"
+    line.station.set_opcua_client_trusted(waiting.fingerprint, False, admin)
+    assert asyncio.run(sign_in()) == "BadCertificateUntrusted"
+    assert line.station.users.authenticate(OPERATOR, OPERATOR_PIN) is not None  # no PIN was counted as wrong
+    trusted = [a for a in line.station.store.audit_records() if a.action.startswith("opcua.client_")]
+    assert [a.action for a in trusted][-2:] == ["opcua.client_trusted", "opcua.client_distrusted"]
 
 
 def test_a_port_in_use_is_said_at_start(line):

@@ -7,6 +7,7 @@
     python -m app inspect --source DIR_OR_VIDEO --db PATH [--recipe NAME]        headless inspection
     python -m app export-csv --db PATH --from DATE --to DATE --out FILE [--per-inspection]   CSV reports
     python -m app users add NAME --role ROLE [--as ADMIN]                         local users and roles
+    python -m app opcua-clients list | trust SHA256 --as ADMIN                  OPC UA client applications
     python -m app export-training-set --db PATH --out DIR                         QA-reviewed pictures -> COCO
 """
 
@@ -16,10 +17,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from app.cli import audit, export_csv, export_training_set, inspect, serve, status, users
+from app.cli import audit, export_csv, export_training_set, inspect, opcua_clients, serve, status, users
 
 COMMANDS = {"inspect": inspect, "serve": serve, "status": status, "users": users,
-            "export-training-set": export_training_set, "export-csv": export_csv, "audit": audit}
+            "export-training-set": export_training_set, "export-csv": export_csv, "audit": audit,
+            "opcua-clients": opcua_clients}
 
 
 def main(argv: list[str] | None = None) -> int:

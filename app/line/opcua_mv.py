@@ -70,6 +70,7 @@ from app.line.opcua.results import (
     utc,
 )
 from app.line.opcua.security import CALLER, LineUser, SessionAwareServer, StationUserManager, application_uri, ensure_certificate
+from app.line.opcua.trust import ClientTrustList
 from app.recipes import Recipe
 from app.station import (
     ContinuousChanged,
@@ -120,10 +121,12 @@ class OpcUaVisionServer:
 
     `endpoint`: where to listen (opc.tcp://host:port[/path]). By default the only
     endpoint is Basic256Sha256 Sign&Encrypt with user name and PIN (the station's
-    users); `allow_anonymous` adds an unsecured endpoint where anyone may connect
-    without signing in (lab tests only: `insecure` and `warning` say so for the
-    screen). `cert_dir`: where the server certificate lives (default: the
-    station's data folder, `<data>/opcua`).
+    users), for client applications whose certificate an admin trusts
+    (app.line.opcua.trust); `allow_anonymous` adds an unsecured endpoint where
+    anyone may connect without signing in (lab tests only: `insecure` and
+    `warning` say so for the screen). `cert_dir`: where the server certificate
+    and the trust list (`pki/`) live (default: the station's data folder,
+    `<data>/opcua`).
     """
 
     def __init__(self, station, endpoint: str = "opc.tcp://0.0.0.0:4840", allow_anonymous: bool = False,
@@ -257,7 +260,8 @@ class OpcUaVisionServer:
 
     async def _build(self) -> None:
         name = self.station.settings.station_name
-        server = Server(iserver=SessionAwareServer(user_manager=StationUserManager(self.station, self.allow_anonymous)))
+        users = StationUserManager(self.station, self.allow_anonymous, ClientTrustList(self.cert_dir))
+        server = Server(iserver=SessionAwareServer(user_manager=users))
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name(f"{name} (metal-inspection-station)")

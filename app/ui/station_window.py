@@ -377,6 +377,9 @@ class StationWindow(QMainWindow):
         self.users_action = QAction("&Users and roles…", self)
         self.users_action.triggered.connect(self.open_users)
         m.addAction(self.users_action)
+        self.opcua_clients_action = QAction("&OPC UA client certificates…", self)
+        self.opcua_clients_action.triggered.connect(self.open_opcua_clients)
+        m.addAction(self.opcua_clients_action)
         m.addSeparator()
         self.switch_user_action = QAction("S&witch user / sign out", self)
         self.switch_user_action.setShortcut(QKeySequence("Ctrl+L"))
@@ -481,6 +484,7 @@ class StationWindow(QMainWindow):
         admin = user is not None and user.can("settings")
         self.settings_action.setEnabled(admin)
         self.recipes_action.setEnabled(admin)
+        self.opcua_clients_action.setEnabled(admin)
         self.roi_button.setEnabled(admin)
         self.roi_clear_button.setEnabled(admin)
         self.recipe_combo.setEnabled(user is not None and (admin or self.settings.operator_may_select_recipe))
@@ -1053,6 +1057,13 @@ class StationWindow(QMainWindow):
             self.station.set_engineering(False, self.user.name)
         self.station.refresh_recipe()
         self._show_model_and_recipe()
+
+    def open_opcua_clients(self) -> None:
+        if not self._allowed("settings", "decide which OPC UA clients may connect"):
+            return
+        from app.ui.opcua_clients_dialog import OpcUaClientsDialog
+
+        OpcUaClientsDialog(self.station, self.user, self).exec()
 
     def open_users(self) -> None:
         if self.store is None or self.users is None:

@@ -4,6 +4,9 @@
   created on first start in the station's data folder (`<data>/opcua/`, key readable
   by the owner only) and reused afterwards, so a PLC trusts it once. A certificate
   that has expired or does not name the application URI is made anew (same key).
+- Client applications need a trusted certificate on the encrypted endpoint
+  (app.line.opcua.trust: the trust list in `<data>/opcua/pki/`), checked at each
+  session's activation against the secure channel's own certificate.
 - Users sign in with a station user's name and PIN (`UserDirectory.authenticate`:
   wrong PINs count towards the lock, as at the station). Anonymous sign-in exists
   only on the unsecured lab endpoint (`allow_anonymous`); on an encrypted channel it
@@ -24,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from asyncua import ua
+from asyncua.common.utils import ServiceError
 from asyncua.crypto.cert_gen import dump_private_key_as_pem, generate_private_key, generate_self_signed_app_certificate
 from asyncua.crypto.permission_rules import User as UaUser
 from asyncua.crypto.permission_rules import UserRole
@@ -33,6 +37,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from app.line.opcua.trust import CertificateRefused, ClientTrustList
 from app.users import PermissionDenied
 from app.users import User as StationUser
 
@@ -112,13 +117,23 @@ CALLER: contextvars.ContextVar[LineUser | None] = contextvars.ContextVar("opcua_
 
 
 class StationUserManager:
-    """asyncua's user manager, checking names and PINs against the station's users."""
+    """asyncua's user manager: the client application's certificate against the trust list, then names and PINs
+    against the station's users."""
 
-    def __init__(self, station, allow_anonymous: bool):
+    def __init__(self, station, allow_anonymous: bool, trust: ClientTrustList):
         self.station = station
         self.allow_anonymous = allow_anonymous
+        self.trust = trust
 
     def get_user(self, iserver, username: str | None = None, password: str | None = None, certificate=None):
+        if certificate:
+            # The secure channel's certificate, not the one CreateSession names (asyncua checks only that one):
+            # what proves which application is talking.
+            try:
+                self.trust.check(certificate)
+            except CertificateRefused as exc:
+                log.warning("OPC UA sign-in refused: %s", exc)
+                raise ServiceError(getattr(ua.StatusCodes, exc.status)) from exc
         if username is None:
             # `certificate` is the channel's peer certificate: empty only on the unsecured endpoint.
             if self.allow_anonymous and not certificate:
