@@ -55,6 +55,7 @@ log = logging.getLogger("station")
 
 TRIGGERS = ("operator", "continuous", "line")
 STATUS_REFRESH_S = 5.0
+REFUSED_CLIENT_SHOWN_S = 600.0  # how long the screen says an OPC UA client was refused for its certificate
 # The settings the plant replicator is made from: changing any restarts it (Station.apply_settings).
 # Settings the replicator is made from. The station name too: a new station PC whose log the plant refuses under
 # the old PC's name (app.store.replicator.HistoryMismatch) replicates as soon as an admin gives it its own.
@@ -208,6 +209,7 @@ class Station:
 
         self._observers: list[Observer] = []
         self._lock = threading.RLock()
+        self._refused_clients: dict[str, tuple[str, float]] = {}  # OPC UA: fingerprint -> (name, when refused)
         self._wake = threading.Condition(threading.Lock())
         self._pending: Job | None = None
         self._busy = False
@@ -905,9 +907,26 @@ class Station:
         return out
 
     def warnings(self) -> list[str]:
-        """What the operator should see now (e.g. the plant database has been behind for too long)."""
+        """What the operator should see now (e.g. the plant database has been behind for too long, a PLC was refused)."""
         warning = self.replicator.warning() if self.replicator is not None else None
-        return [warning] if warning else []
+        return ([warning] if warning else []) + self._refused_client_warning()
+
+    def note_refused_opcua_client(self, entry: ClientCertificate) -> None:
+        """The OPC UA server refused this client for its certificate: said on screen for a while, until trusted."""
+        with self._lock:
+            self._refused_clients[entry.fingerprint] = (entry.name, time.monotonic())
+
+    def _refused_client_warning(self) -> list[str]:
+        with self._lock:
+            recent = {fp: name for fp, (name, at) in self._refused_clients.items()
+                      if time.monotonic() - at < REFUSED_CLIENT_SHOWN_S}
+            self._refused_clients = {fp: v for fp, v in self._refused_clients.items() if fp in recent}
+        if not recent:
+            return []
+        trusted = {c.fingerprint for c in self.opcua_clients() if c.trusted}
+        names = sorted({name for fp, name in recent.items() if fp not in trusted})
+        return [f"OPC UA: {', '.join(names)} refused, certificate not trusted (an admin trusts it in File ▸ OPC UA"
+                " client certificates)"] if names else []
 
     def _write_status(self) -> None:
         """The state for `python -m app status`, in a small file beside the log (written atomically)."""

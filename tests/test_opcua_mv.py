@@ -436,11 +436,13 @@ def test_only_client_applications_an_admin_trusts_may_sign_in(line, tmp_path):
             return ua.StatusCode(exc.code).name
 
     assert asyncio.run(sign_in()) == "BadCertificateUntrusted"
+    assert [w for w in line.station.warnings() if f"OPC UA: {PLC_URI} refused, certificate not trusted" in w]
     der = (scada / "plc_cert.der").read_bytes()
     (waiting,) = [c for c in line.station.opcua_clients() if not c.trusted]
     assert waiting.fingerprint == hashlib.sha256(der).hexdigest() and waiting.application_uri == PLC_URI
     admin = line.station.users.authenticate(ADMIN, ADMIN_PIN)
     line.station.set_opcua_client_trusted(waiting.fingerprint, True, admin)
+    assert not [w for w in line.station.warnings() if "OPC UA" in w]  # trusted now: nothing to say
     assert asyncio.run(sign_in()) == "Good"
     line.station.set_opcua_client_trusted(waiting.fingerprint, False, admin)
     assert asyncio.run(sign_in()) == "BadCertificateUntrusted"

@@ -133,6 +133,8 @@ class StationUserManager:
                 self.trust.check(certificate)
             except CertificateRefused as exc:
                 log.warning("OPC UA sign-in refused: %s", exc)
+                if exc.status == "BadCertificateUntrusted":
+                    self.station.note_refused_opcua_client(exc.certificate)  # for the screen
                 raise ServiceError(getattr(ua.StatusCodes, exc.status)) from exc
         if username is None:
             # `certificate` is the channel's peer certificate: empty only on the unsecured endpoint.

@@ -37,11 +37,13 @@ _SUFFIXES = (".der", ".crt", ".cer", ".pem")
 
 
 class CertificateRefused(Exception):
-    """A client's certificate may not open a session; `status` is the OPC UA status code's name."""
+    """A client's certificate may not open a session; `status` is the OPC UA status code's name, `certificate` the
+    refused one as the list holds it (None when unreadable)."""
 
-    def __init__(self, status: str, why: str):
+    def __init__(self, status: str, why: str, certificate: ClientCertificate | None = None):
         super().__init__(why)
         self.status = status
+        self.certificate = certificate
 
 
 @dataclass(frozen=True)
@@ -119,11 +121,11 @@ class ClientTrustList:
         if entry is None or not entry.trusted:
             entry = entry or self._keep_rejected(cert, der)
             raise CertificateRefused("BadCertificateUntrusted", f"client certificate {entry.describe()} is not trusted:"
-                                     " an admin trusts it in the station's settings (OPC UA client certificates)")
+                                     " an admin trusts it (File > OPC UA client certificates)", entry)
         now = datetime.now(timezone.utc)
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             raise CertificateRefused("BadCertificateTimeInvalid", f"client certificate {entry.describe()} is not valid"
-                                     f" now (valid from {cert.not_valid_before_utc:%Y-%m-%d})")
+                                     f" now (valid from {cert.not_valid_before_utc:%Y-%m-%d})", entry)
         return entry
 
     def find(self, prefix: str) -> ClientCertificate:
