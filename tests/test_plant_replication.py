@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -249,34 +250,55 @@ def test_users_role_changes_and_a_renamed_station(plant_db, tmp_path):
 
 
 def test_a_plant_database_restored_from_a_backup_gets_again_what_it_lost(plant_db, tmp_path):
-    """The station's cursors say the rows went; the restored database lacks the last ones: they are sent again, once."""
+    """The plant's server is restored from last night's backup under the same URL while the station runs: its
+    cursors say the last rows went, the database lacks them; they are sent again, once, users and pictures too."""
     url, password = station_login(plant_db, tmp_path, "line1")
     store = InspectionStore(tmp_path / "a" / "inspections.sqlite")
-    ada = UserDirectory(store).add("ada", "admin", "123456", SETUP_USER)
-    fill(store, 3, "line-1", utc(2026, 5, 4, 8))
+    users = UserDirectory(store)
+    ada = users.add("ada", "admin", "123456", SETUP_USER)
     share = tmp_path / "share"
-    assert Replicator(store, url, "line-1", password=password, picture_store=share, poll_s=0.05).start().stop(timeout=30)
-    backup = plant_db.server.create_database()  # the night's backup: a copy of the database as it is now
-    with plant_db.server.admin() as conn:
-        conn.execute(f'DROP DATABASE "{backup}"')
-        conn.execute(f'CREATE DATABASE "{backup}" TEMPLATE "{plant_db.name}"')
-        conn.execute(f'GRANT CONNECT ON DATABASE "{backup}" TO line1')
+    r = Replicator(store, url, "line-1", password=password, picture_store=share, poll_s=0.05, retry_max_s=0.2).start()
+    fill(store, 3, "line-1", utc(2026, 5, 4, 8))
+    r.notify()
+    assert wait_until(lambda: plant_db.scalar("SELECT count(*) FROM pictures") == 6, 30)
+    backup = f"{plant_db.name}_backup"
+    with offline(plant_db) as admin:  # the night's backup: a copy of the database as it is now
+        admin.execute(f'CREATE DATABASE "{backup}" TEMPLATE "{plant_db.name}"')
+    users.add("sam", "qa", "654321", ada)
     ReviewService(store, ada).set_verdict(2, "FAIL", "scratch missed")
     fill(store, 3, "line-1", utc(2026, 5, 4, 9), first=3)
-    assert Replicator(store, url, "line-1", password=password, picture_store=share, poll_s=0.05).start().stop(timeout=30)
-    assert len(arrived(plant_db, 1)) == 6
+    r.notify()
+    assert wait_until(lambda: plant_db.scalar("SELECT count(*) FROM pictures") == 12, 30)
+    assert wait_until(lambda: r.status().backlog_rows == 0, 10)  # the cursors, as saved, say all went
+    assert store.replication_cursors("plant")["inspections"] == 6
 
-    # The plant's server failed; its database comes back from the backup, where the station's cursors are past it.
-    restored = PlantDb(plant_db.server, backup)
-    assert arrived(restored, 1) == [1, 2, 3] and store.replication_cursors("plant")["inspections"] == 6
-    r = Replicator(store, restored.server.url(user="line1", dbname=backup, password=None), "line-1", password=password,
-                   picture_store=share, poll_s=0.05).start()
+    with offline(plant_db) as admin:  # the server failed; its database comes back from the backup, same name
+        admin.execute(f'ALTER DATABASE "{plant_db.name}" RENAME TO "{plant_db.name}_lost"')
+        admin.execute(f'ALTER DATABASE "{backup}" RENAME TO "{plant_db.name}"')
+        admin.execute(f'ALTER DATABASE "{plant_db.name}" ALLOW_CONNECTIONS true')
+    fill(store, 1, "line-1", utc(2026, 5, 4, 10), first=6)  # the station's next inspection finds it
+    r.notify()
+    assert wait_until(lambda: len(arrived(plant_db, 1)) == 7 and plant_db.scalar("SELECT count(*) FROM pictures") == 14,
+                      30), (r.status(), arrived(plant_db, 1), store.replication_cursors("plant"))
     assert r.stop(drain=True, timeout=30)
-    assert_exactly_once_in_order(restored, store, 1)  # the audit records and inspections it lacked, once
-    assert restored.scalar("SELECT count(*) FROM reviews") == 1
-    assert restored.scalar("SELECT count(*) FROM pictures") == 12  # each inspection's picture and annotated copy
-    with PlantLog(restored.owner_url, picture_store=share) as plant:
+    assert_exactly_once_in_order(plant_db, store, 1)  # the audit records and inspections it lacked, once
+    assert plant_db.scalar("SELECT count(*) FROM reviews") == 1
+    assert plant_db.scalar("SELECT count(*) FROM user_versions WHERE name = 'sam'") == 1  # the users as they are
+    with PlantLog(plant_db.owner_url, picture_store=share) as plant:
         assert verify(plant.origin("line-1"), pictures_root=share).ok
+    store.close()
+
+
+@contextmanager
+def offline(db: PlantDb):
+    """A superuser connection while nobody else may be connected to `db` (as a restore or a backup copy needs)."""
+    with db.server.admin() as admin:
+        admin.execute(f'ALTER DATABASE "{db.name}" ALLOW_CONNECTIONS false')
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (db.name,))
+        try:
+            yield admin
+        finally:
+            admin.execute(f'ALTER DATABASE "{db.name}" ALLOW_CONNECTIONS true')
 
 
 def test_a_new_log_under_a_name_in_use_is_not_merged_into_that_history(plant_db, tmp_path):

@@ -322,6 +322,7 @@ class Replicator:
         cursors["pictures"] = min(cursors["pictures"], cursors["inspections"])
         behind = {t: (self._cursors[t], c) for t, c in cursors.items() if c < self._cursors[t]}
         if behind:
+            self._users_sent = None  # the users as last sent may be lost with the rest: send them again
             log.warning("plant database %s holds less of this station than it was sent (restored from a backup, or a"
                         " new database): sending again from %s", self.url,
                         ", ".join(f"{t} #{c} (had #{was})" for t, (was, c) in behind.items()))
