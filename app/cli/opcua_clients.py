@@ -58,11 +58,8 @@ def run(args: argparse.Namespace) -> int:
                 raise PermissionDenied(f"wrong user name or PIN for {args.signer}")
             users.require(user, "settings")
             done = change_trust(trust, store, entry.fingerprint, args.action == "trust", user.name)
-    except KeyError as exc:
-        print(f"error: {exc.args[0]}", file=sys.stderr)
-        return 2
-    except (ValueError, PermissionDenied, StoreError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (KeyError, ValueError, PermissionDenied, StoreError, OSError) as exc:
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)  # KeyError's str quotes
         return 2
     print(f"{done.name} ({done.fingerprint[:16]}...) is {'now trusted' if done.trusted else 'no longer trusted'}")
     return 0

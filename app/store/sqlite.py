@@ -955,20 +955,18 @@ class InspectionStore(_Reads):
 
     def advance_cursors(self, prefix: str, cursors: dict[str, int]) -> None:
         """Move the cursors forward (never back), all in one transaction."""
-        now = iso_utc(datetime.now(timezone.utc))
-        with self.write() as tx:
-            tx._conn.executemany("INSERT INTO output_cursors (sink, delivered_id, updated_at) VALUES (?, ?, ?)"
-                                 " ON CONFLICT (sink) DO UPDATE SET delivered_id = MAX(delivered_id, excluded.delivered_id),"
-                                 " updated_at = excluded.updated_at",
-                                 [(f"{prefix}:{table}", int(last), now) for table, last in cursors.items()])
+        self._write_cursors(prefix, cursors, "MAX(delivered_id, excluded.delivered_id)")
 
     def reset_cursors(self, prefix: str, cursors: dict[str, int]) -> None:
         """Set the cursors, back as well as forward, all in one transaction: only for a replicator that found its
         plant database holding less of this log than they say (restored from a backup, or a new database)."""
+        self._write_cursors(prefix, cursors, "excluded.delivered_id")
+
+    def _write_cursors(self, prefix: str, cursors: dict[str, int], new_value: str) -> None:
         now = iso_utc(datetime.now(timezone.utc))
         with self.write() as tx:
             tx._conn.executemany("INSERT INTO output_cursors (sink, delivered_id, updated_at) VALUES (?, ?, ?)"
-                                 " ON CONFLICT (sink) DO UPDATE SET delivered_id = excluded.delivered_id,"
+                                 f" ON CONFLICT (sink) DO UPDATE SET delivered_id = {new_value},"
                                  " updated_at = excluded.updated_at",
                                  [(f"{prefix}:{table}", int(last), now) for table, last in cursors.items()])
 
