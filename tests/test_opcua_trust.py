@@ -87,6 +87,14 @@ def test_an_expired_or_not_yet_valid_certificate_is_refused_even_when_trusted(tm
     assert [c.expired for c in trust.certificates()] == [False, True]  # by name: "new PLC", "old PLC"
 
 
+def test_refused_certificates_kept_for_an_admin_are_capped(tmp_path, monkeypatch):
+    monkeypatch.setattr("app.line.opcua.trust.REJECTED_KEPT_MAX", 2)
+    trust = ClientTrustList(tmp_path)
+    for i in range(3):  # a client trying certificate after certificate
+        assert refused(trust, der(certificate(f"probe {i}", "urn:probe"))) == "BadCertificateUntrusted"
+    assert [c.name for c in trust.certificates()] == ["probe 0", "probe 1"]
+
+
 @pytest.fixture
 def station(tmp_path, detector):
     settings = replace(StationSettings(), source="", data_dir=str(tmp_path / "data"))

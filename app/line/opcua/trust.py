@@ -33,6 +33,7 @@ from cryptography.x509.oid import NameOID
 log = logging.getLogger("line.opcua")
 
 TRUSTED, REJECTED = Path("pki", "trusted", "certs"), Path("pki", "rejected", "certs")
+REJECTED_KEPT_MAX = 200  # refused certificates kept for an admin: a client trying new ones cannot fill the disk
 _SUFFIXES = (".der", ".crt", ".cer", ".pem")
 
 
@@ -117,7 +118,8 @@ class ClientTrustList:
             cert = x509.load_der_x509_certificate(der)
         except ValueError as exc:
             raise CertificateRefused("BadCertificateInvalid", f"unreadable client certificate: {exc}") from exc
-        entry = next((c for c in self.certificates() if c.fingerprint == fingerprint(der)), None)
+        digest = fingerprint(cert.public_bytes(Encoding.DER))  # as the list names it (also for an odd encoding)
+        entry = next((c for c in self.certificates() if c.fingerprint == digest), None)
         if entry is None or not entry.trusted:
             entry = entry or self._keep_rejected(cert, der)
             raise CertificateRefused("BadCertificateUntrusted", f"client certificate {entry.describe()} is not trusted:"
@@ -169,10 +171,19 @@ class ClientTrustList:
         self.rejected_dir.mkdir(parents=True, exist_ok=True)
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", entry.name)[:60] or "client"
         path = self.rejected_dir / f"{safe} [{entry.fingerprint[:16]}].der"
+        if not path.exists() and sum(1 for _ in self.rejected_dir.iterdir()) >= REJECTED_KEPT_MAX:
+            log.warning("OPC UA client certificate %s refused: not trusted (not kept: %s holds %d already)",
+                        entry.describe(), self.rejected_dir, REJECTED_KEPT_MAX)
+            return entry
         if not path.exists():
             temp = path.with_name(f".{path.name}.part")
-            temp.write_bytes(der)
-            os.replace(temp, path)
+            try:
+                temp.write_bytes(der)
+                os.replace(temp, path)
+            except OSError as exc:  # a full disk must not turn a refusal into a failure of the server
+                temp.unlink(missing_ok=True)
+                log.warning("OPC UA client certificate %s refused: not trusted (not kept: %s)", entry.describe(), exc)
+                return entry
             log.warning("OPC UA client certificate %s refused: not trusted (kept in %s)", entry.describe(), path)
         return _describe(cert, False, path)
 
