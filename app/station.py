@@ -56,9 +56,9 @@ log = logging.getLogger("station")
 TRIGGERS = ("operator", "continuous", "line")
 STATUS_REFRESH_S = 5.0
 REFUSED_CLIENT_SHOWN_S = 600.0  # how long the screen says an OPC UA client was refused for its certificate
-# The settings the plant replicator is made from: changing any restarts it (Station.apply_settings).
-# Settings the replicator is made from. The station name too: a new station PC whose log the plant refuses under
-# the old PC's name (app.store.replicator.HistoryMismatch) replicates as soon as an admin gives it its own.
+# The settings the plant replicator is made from: changing any restarts it (Station.apply_settings). The station
+# name too: a new station PC whose log the plant refuses under the old PC's name (app.store.replicator.HistoryMismatch)
+# replicates as soon as an admin gives it a name of its own.
 PLANT_SETTINGS = ("plant_db_url", "plant_db_password_file", "plant_db_password_env", "plant_picture_store",
                   "plant_backlog_warn_minutes", "station_name")
 
