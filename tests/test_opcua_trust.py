@@ -135,15 +135,15 @@ def test_the_window_dialog_lists_refused_clients_and_trusts_the_selected_one(qtb
     dlg.trust_button.click()
     assert "Select one" in dlg.message.text()
     dlg.refresh_button.click()
-    assert [dlg.table.item(0, c).text() for c in (0, 1, 4)] == ["Line 7 PLC", "urn:plc7:s7", "refused"]
-    assert dlg.table.item(0, 2).text() == fingerprint(plc)
+    assert [dlg.table.item(0, c).text() for c in (0, 1, 3)] == ["Line 7 PLC", "refused", "urn:plc7:s7"]
+    assert dlg.table.item(0, 4).text() == fingerprint(plc)
     dlg.table.selectRow(0)
     dlg.trust_button.click()
-    assert dlg.table.item(0, 4).text() == "trusted" and "now trusted" in dlg.message.text()
+    assert dlg.table.item(0, 1).text() == "trusted" and "now trusted" in dlg.message.text()
     assert ClientTrustList(station.opcua_folder).check(plc).trusted
     dlg.table.selectRow(0)
     dlg.distrust_button.click()
-    assert dlg.table.item(0, 4).text() == "refused"
+    assert dlg.table.item(0, 1).text() == "refused"
     assert [a.action for a in station.store.audit_records() if a.action.startswith("opcua.")] == [
         "opcua.client_trusted", "opcua.client_distrusted"]
 

@@ -21,7 +21,7 @@ from app.station import StationError
 from app.store import StoreError
 from app.users import PermissionDenied, User
 
-COLUMNS = ("application", "application URI", "SHA-256", "valid until", "status")
+COLUMNS = ("application", "status", "valid until", "application URI", "SHA-256")  # the long one last
 
 
 class OpcUaClientsDialog(QDialog):
@@ -66,7 +66,7 @@ class OpcUaClientsDialog(QDialog):
             status = "trusted" if c.trusted else "refused"
             if c.expired:
                 status += " (expired)"
-            for col, text in enumerate((c.name, c.application_uri, c.fingerprint, f"{c.not_after:%Y-%m-%d}", status)):
+            for col, text in enumerate((c.name, status, f"{c.not_after:%Y-%m-%d}", c.application_uri, c.fingerprint)):
                 self.table.setItem(i, col, QTableWidgetItem(text))
         self.table.resizeColumnsToContents()
         if not self.entries:
