@@ -40,10 +40,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def free_run(seconds: float, frame_rate: float) -> dict:
-    from fake_genicam import DEVICE_ID
-
     from app.settings import CameraSettings
     from app.sources_genicam import GenICamSource
+    from fake_genicam import DEVICE_ID
 
     src = GenICamSource(DEVICE_ID, CameraSettings(pixel_format="Mono8", roi=(0, 0, 512, 512), frame_rate=frame_rate))
     src.open()
@@ -64,10 +63,9 @@ def free_run(seconds: float, frame_rate: float) -> dict:
 
 
 def software_trigger(triggers: int) -> dict:
-    from fake_genicam import DEVICE_ID
-
     from app.settings import CameraSettings
     from app.sources_genicam import GenICamSource
+    from fake_genicam import DEVICE_ID
 
     src = GenICamSource(DEVICE_ID, CameraSettings(pixel_format="Mono8", roi=(0, 0, 512, 512), trigger="software"))
     src.open()

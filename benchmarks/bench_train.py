@@ -75,8 +75,9 @@ def main() -> None:
         step()
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     n = args.iters * args.batch_size
-    print(f"{args.config} input {size}x{size} batch {args.batch_size} threads {torch.get_num_threads()} {args.precision} frozen stages {args.frozen_stages}: "
-          f"{n / seconds:.1f} images/s ({seconds / args.iters * 1000:.0f} ms per step), {n / cpu:.1f} images per CPU-second")
+    print(f"{args.config} input {size}x{size} batch {args.batch_size} threads {torch.get_num_threads()} {args.precision}"
+          f" frozen stages {args.frozen_stages}: {n / seconds:.1f} images/s ({seconds / args.iters * 1000:.0f} ms per step),"
+          f" {n / cpu:.1f} images per CPU-second")
 
 
 if __name__ == "__main__":
