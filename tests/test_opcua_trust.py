@@ -166,6 +166,9 @@ def test_the_command_line_lists_and_trusts_for_a_station_without_a_window(tmp_pa
 
     assert main([*base, "list"]) == 0
     assert capsys.readouterr().out.split("\t")[:3] == [digest, "refused", "Line 7 PLC"]
+    status = ["status", "--db", str(db), "--config", str(tmp_path / "none.json")]
+    assert main(status) == 1  # the station is not running
+    assert "OPC UA clients refused, certificate not trusted: Line 7 PLC" in capsys.readouterr().out
     for signer, pin, prefix, why in (("olga", "135790", digest[:10], "may not"), ("root", "999999", digest[:10], "wrong"),
                                      ("root", "246810", digest[:4], "at least 8")):
         monkeypatch.setattr("sys.stdin", io.StringIO(pin + "\n"))
@@ -175,5 +178,7 @@ def test_the_command_line_lists_and_trusts_for_a_station_without_a_window(tmp_pa
     assert main([*base, "trust", digest[:10], "--as", "root", "--pin-stdin"]) == 0
     assert "now trusted" in capsys.readouterr().out
     assert ClientTrustList(tmp_path / "data" / "opcua").check(plc).trusted
+    main(status)
+    assert "OPC UA" not in capsys.readouterr().out  # trusted: nothing waits for an admin
     with InspectionStore(db) as store:
         assert [a.user for a in store.audit_records(action="opcua.client_trusted")] == ["root"]

@@ -16,6 +16,7 @@ import sys
 from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 
+from app.line.opcua.trust import ClientTrustList
 from app.settings import load_settings_for_command
 
 
@@ -60,12 +61,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     today = {"inspected": len(rows), "pass": sum(r.verdict == "PASS" for r in rows), "fail": sum(r.verdict == "FAIL" for r in rows)}
+    # OPC UA clients refused for their certificate so far and not trusted since: a PLC waiting for an admin.
+    refused = [c.name for c in ClientTrustList(Path(db).parent / "opcua").certificates() if not c.trusted]
     running = bool(status.get("running"))
     state = status.get("state", "unknown") if running else "not running"
     report = {"station": status.get("station", settings.station_name), "state": state, "detail": status.get("detail", ""),
               "recipe": status.get("recipe", settings.recipe or "default"), "recipe_version": status.get("recipe_version"),
               "source": status.get("source", ""), "updated_at": status.get("updated_at"), "db": str(db),
-              "today": today, "outputs": outputs, "camera": status.get("camera") if running else None}
+              "today": today, "outputs": outputs, "camera": status.get("camera") if running else None,
+              "opcua_clients_refused": refused}
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -85,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 print(f"output {o['output']}: " + (f"{o['backlog']} results waiting, oldest {o['oldest_age_s']:.0f} s"
                                                    if o["backlog"] else "all delivered"))
+        if refused:
+            print(f"OPC UA clients refused, certificate not trusted: {', '.join(refused)} (python -m app opcua-clients list)")
         print(f"log {db}")
     return 0 if running and state in ("ready", "busy") else 1
 
