@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from app.inspection import InspectionResult, Inspector
-from app.line.opcua.trust import ClientCertificate, ClientTrustList, change_trust
+from app.line.opcua.trust import ClientCertificate, ClientTrustList, change_trust, opcua_folder
 from app.paths import default_config_path
 from app.recipes import Recipe, RecipeBook
 from app.settings import StationSettings, save_settings
@@ -246,7 +246,7 @@ class Station:
     @property
     def opcua_folder(self) -> Path:
         """Where the OPC UA server keeps its certificate and the trust list of client applications."""
-        return self.db_path.parent / "opcua"
+        return opcua_folder(self.db_path)
 
     def opcua_clients(self) -> list[ClientCertificate]:
         """The OPC UA client certificates the station trusts, then those it refused (app.line.opcua.trust)."""
@@ -258,7 +258,10 @@ class Station:
         self.require(by, "settings")
         if self.store is None:
             raise StationError("the inspection log is unavailable: a trust change could not be audited")
-        return change_trust(ClientTrustList(self.opcua_folder), self.store, digest, trusted, by.name)
+        entry = change_trust(ClientTrustList(self.opcua_folder), self.store, digest, trusted, by.name)
+        if trusted:
+            self.note_opcua_client(entry, refused=False)
+        return entry
 
     def update_settings(self, **changes) -> None:
         """Change settings and save them; a changed field no longer follows its command-line override."""
@@ -911,20 +914,21 @@ class Station:
         warning = self.replicator.warning() if self.replicator is not None else None
         return ([warning] if warning else []) + self._refused_client_warning()
 
-    def note_refused_opcua_client(self, entry: ClientCertificate) -> None:
-        """The OPC UA server refused this client for its certificate: said on screen for a while, until trusted."""
+    def note_opcua_client(self, entry: ClientCertificate, refused: bool) -> None:
+        """The OPC UA server refused this client for its certificate (said on screen for a while), or let it in
+        (no longer said); trusting it here also ends the notice."""
         with self._lock:
-            self._refused_clients[entry.fingerprint] = (entry.name, time.monotonic())
+            if refused:
+                self._refused_clients[entry.fingerprint] = (entry.name, time.monotonic())
+            else:
+                self._refused_clients.pop(entry.fingerprint, None)
 
     def _refused_client_warning(self) -> list[str]:
-        with self._lock:
-            recent = {fp: name for fp, (name, at) in self._refused_clients.items()
-                      if time.monotonic() - at < REFUSED_CLIENT_SHOWN_S}
-            self._refused_clients = {fp: v for fp, v in self._refused_clients.items() if fp in recent}
-        if not recent:
-            return []
-        trusted = {c.fingerprint for c in self.opcua_clients() if c.trusted}
-        names = sorted({name for fp, name in recent.items() if fp not in trusted})
+        with self._lock:  # the window asks twice a second: no file is read here
+            now = time.monotonic()
+            self._refused_clients = {fp: v for fp, v in self._refused_clients.items()
+                                     if now - v[1] < REFUSED_CLIENT_SHOWN_S}
+            names = sorted({name for name, _ in self._refused_clients.values()})
         return [f"OPC UA: {', '.join(names)} refused, certificate not trusted (an admin trusts it in File ▸ OPC UA"
                 " client certificates)"] if names else []
 

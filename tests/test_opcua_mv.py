@@ -28,6 +28,7 @@ from conftest import REPO, FlakyCamera, wait_until
 from opcua_plc import NO_PARAMETERS, PLC_URI, Plc, connect, result_json, trust_plc
 
 from app.line.opcua.nodeset import completed_nodeset, nodeset_path
+from app.line.opcua.trust import ClientTrustList
 from app.line.opcua_mv import OpcUaError, OpcUaVisionServer
 from app.recipes import Recipe
 from app.settings import StationSettings
@@ -446,6 +447,12 @@ def test_only_client_applications_an_admin_trusts_may_sign_in(line, tmp_path):
     assert asyncio.run(sign_in()) == "Good"
     line.station.set_opcua_client_trusted(waiting.fingerprint, False, admin)
     assert asyncio.run(sign_in()) == "BadCertificateUntrusted"
+    refused_said = [w for w in line.station.warnings() if "OPC UA" in w]
+    assert refused_said
+    ClientTrustList(line.station.opcua_folder).trust(waiting.fingerprint)  # as `opcua-clients trust` does, elsewhere
+    assert [w for w in line.station.warnings() if "OPC UA" in w] == refused_said  # said until the client gets in
+    assert asyncio.run(sign_in()) == "Good"
+    assert not [w for w in line.station.warnings() if "OPC UA" in w]
     assert line.station.users.authenticate(OPERATOR, OPERATOR_PIN) is not None  # no PIN was counted as wrong
     trusted = [a for a in line.station.store.audit_records() if a.action.startswith("opcua.client_")]
     assert [a.action for a in trusted][-2:] == ["opcua.client_trusted", "opcua.client_distrusted"]

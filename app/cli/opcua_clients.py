@@ -17,7 +17,7 @@ import getpass
 import sys
 from pathlib import Path
 
-from app.line.opcua.trust import ClientTrustList, change_trust
+from app.line.opcua.trust import ClientTrustList, change_trust, opcua_folder
 from app.settings import load_settings_for_command
 from app.store import InspectionStore, StoreError
 from app.users import PermissionDenied, UserDirectory
@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings_for_command(args.config)
     db = args.db or settings.db_path
-    trust = ClientTrustList(Path(db).parent / "opcua")  # where the station's OPC UA server keeps it
+    trust = ClientTrustList(opcua_folder(db))
     if args.action == "list":
         for c in trust.certificates():
             status = ("trusted" if c.trusted else "refused") + (" (expired)" if c.expired else "")

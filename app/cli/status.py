@@ -16,7 +16,7 @@ import sys
 from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 
-from app.line.opcua.trust import ClientTrustList
+from app.line.opcua.trust import ClientTrustList, opcua_folder
 from app.settings import load_settings_for_command
 
 
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     today = {"inspected": len(rows), "pass": sum(r.verdict == "PASS" for r in rows), "fail": sum(r.verdict == "FAIL" for r in rows)}
     # OPC UA clients refused for their certificate so far and not trusted since: a PLC waiting for an admin.
-    refused = [c.name for c in ClientTrustList(Path(db).parent / "opcua").certificates() if not c.trusted]
+    refused = [c.name for c in ClientTrustList(opcua_folder(db)).certificates() if not c.trusted]
     running = bool(status.get("running"))
     state = status.get("state", "unknown") if running else "not running"
     report = {"station": status.get("station", settings.station_name), "state": state, "detail": status.get("detail", ""),

@@ -143,7 +143,7 @@ class OpcUaVisionServer:
         self.station = station
         self.endpoint = endpoint
         self.allow_anonymous = allow_anonymous
-        self.cert_dir = Path(cert_dir) if cert_dir else Path(station.db_path).parent / "opcua"
+        self.cert_dir = Path(cert_dir) if cert_dir else station.opcua_folder
         self.memory = Memory()
         self.handles = Handles()
         self._state, self._mode = PREOPERATIONAL, None

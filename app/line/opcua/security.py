@@ -130,11 +130,11 @@ class StationUserManager:
             # The secure channel's certificate, not the one CreateSession names (asyncua checks only that one):
             # what proves which application is talking.
             try:
-                self.trust.check(certificate)
+                self.station.note_opcua_client(self.trust.check(certificate), refused=False)
             except CertificateRefused as exc:
                 log.warning("OPC UA sign-in refused: %s", exc)
                 if exc.status == "BadCertificateUntrusted":
-                    self.station.note_refused_opcua_client(exc.certificate)  # for the screen
+                    self.station.note_opcua_client(exc.certificate, refused=True)  # for the screen
                 raise ServiceError(getattr(ua.StatusCodes, exc.status)) from exc
         if username is None:
             # `certificate` is the channel's peer certificate: empty only on the unsecured endpoint.

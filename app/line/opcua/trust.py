@@ -37,6 +37,11 @@ REJECTED_KEPT_MAX = 200  # refused certificates kept for an admin: a client tryi
 _SUFFIXES = (".der", ".crt", ".cer", ".pem")
 
 
+def opcua_folder(db_path: Path) -> Path:
+    """Where a station keeps its OPC UA server certificate and this trust list: beside its inspection log."""
+    return Path(db_path).parent / "opcua"
+
+
 class CertificateRefused(Exception):
     """A client's certificate may not open a session; `status` is the OPC UA status code's name, `certificate` the
     refused one as the list holds it (None when unreadable)."""
